@@ -1,0 +1,3 @@
+from s2s_tasks.cli import main
+
+main()

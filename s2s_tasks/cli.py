@@ -1,0 +1,138 @@
+"""The ``s2s-tasks`` command: a LightningCLI whose ``--task NAME`` picks the task's classes and
+loads ``configs/NAME.yaml`` as the default config (so ``--config`` files and flags override it).
+
+``s2s-tasks --help`` is answered without importing Lightning (about 3 s); everything else builds
+the full LightningCLI parser of the chosen task.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import List, Optional, Sequence
+
+from s2s_tasks.registry import TASKS, get_task
+
+SUBCOMMANDS = ("fit", "validate", "test", "predict")
+
+OVERVIEW = """usage: s2s-tasks {{fit,validate,test,predict}} --task TASK [options]
+
+Train and run sequence-to-sequence models (LightningCLI).
+
+subcommands:
+  fit        train a model (validation every epoch, checkpoints under the log dir)
+  validate   evaluate on the validation split
+  test       evaluate on the test split (decoding with model.generation)
+  predict    decode data.predict_file (txt: one input per line, or jsonl/csv/...) to a jsonl file
+
+tasks (--task):
+{tasks}
+
+Every key of configs/TASK.yaml can be overridden with --config FILE or a flag such as
+--model.d_model 512, --data.train_file my.jsonl, --trainer.max_epochs 5.
+Options of one task and subcommand: s2s-tasks fit --task translation --help
+"""
+
+
+def _task_from_config_files(argv: Sequence[str]) -> Optional[str]:
+    import yaml
+
+    for i, arg in enumerate(argv):
+        path = None
+        if arg in ("--config", "-c") and i + 1 < len(argv):
+            path = argv[i + 1]
+        elif arg.startswith("--config="):
+            path = arg.split("=", 1)[1]
+        if path and Path(path).is_file():
+            try:
+                data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+            except yaml.YAMLError:
+                continue  # the CLI reports the broken file itself
+            if isinstance(data, dict) and isinstance(data.get("task"), str):
+                return data["task"]
+    return None
+
+
+def _task_from_checkpoint(argv: Sequence[str]) -> Optional[str]:
+    for i, arg in enumerate(argv):
+        path = argv[i + 1] if arg == "--ckpt_path" and i + 1 < len(argv) else (arg.split("=", 1)[1] if arg.startswith("--ckpt_path=") else None)
+        if path and Path(path).is_file():
+            from s2s_tasks.checkpoint import read_checkpoint_extras
+
+            try:
+                return read_checkpoint_extras(path).get("task")
+            except ValueError:
+                return None  # reported properly when the checkpoint is loaded
+    return None
+
+
+def find_task(argv: Sequence[str]) -> Optional[str]:
+    """The task named by ``--task NAME`` / ``--task=NAME``, else by a ``task:`` key of a ``--config``
+    file, else by the checkpoint given with ``--ckpt_path``."""
+    for i, arg in enumerate(argv):
+        if arg == "--task" and i + 1 < len(argv):
+            return argv[i + 1]
+        if arg.startswith("--task="):
+            return arg.split("=", 1)[1]
+    return _task_from_config_files(argv) or _task_from_checkpoint(argv)
+
+
+def _fail(message: str) -> None:
+    sys.stderr.write(f"s2s-tasks: error: {message}\n")
+    raise SystemExit(2)
+
+
+def _build_cli_class():
+    """The LightningCLI subclass (defined lazily: importing Lightning takes seconds)."""
+    from pytorch_lightning.cli import LightningCLI
+
+    from s2s_tasks.callbacks import PredictionWriter
+
+    class S2STasksCLI(LightningCLI):
+        def add_arguments_to_parser(self, parser) -> None:
+            parser.add_argument("--task", choices=list(TASKS), required=False, help="the task: " + ", ".join(TASKS))
+            parser.add_lightning_class_args(PredictionWriter, "predictions")
+            parser.link_arguments("data.vocab_size", "model.vocab_size", apply_on="instantiate")
+            parser.link_arguments("data.pad_id", "model.pad_id", apply_on="instantiate")
+
+        def before_instantiate_classes(self) -> None:
+            config = self.config[self.subcommand]
+            ckpt_path = config.get("ckpt_path")
+            if ckpt_path and ckpt_path not in ("last", "best", "hpc") and config.data.get("tokenizer_file") is None:
+                # the checkpoint carries its tokenizer: the vocabulary must be the one it was trained with
+                config.data.tokenizer_file = ckpt_path
+
+    return S2STasksCLI
+
+
+def main(args: Optional[List[str]] = None) -> None:
+    """Entry point of the ``s2s-tasks`` console script."""
+    argv = list(sys.argv[1:] if args is None else args)
+    task = find_task(argv)
+    has_subcommand = any(a in SUBCOMMANDS for a in argv)
+    if task is None:
+        wants_help = not argv or any(a in ("-h", "--help") for a in argv)
+        if wants_help or not has_subcommand:
+            width = max(len(n) for n in TASKS)
+            listing = "\n".join(f"  {name.ljust(width)}  {spec.description}" for name, spec in TASKS.items())
+            sys.stdout.write(OVERVIEW.format(tasks=listing))
+            raise SystemExit(0 if wants_help else 2)
+        _fail(f"choose a task with --task NAME; valid tasks: {', '.join(TASKS)}")
+    try:
+        spec = get_task(task)
+    except KeyError as err:
+        _fail(err.args[0])
+    module_class, datamodule_class = spec.classes()
+    cli_class = _build_cli_class()
+    defaults = {"default_config_files": [str(spec.config_file)]}
+    cli_class(
+        module_class,
+        datamodule_class,
+        parser_kwargs={name: dict(defaults) for name in SUBCOMMANDS},
+        save_config_kwargs={"overwrite": True},
+        args=argv,
+    )
+
+
+if __name__ == "__main__":
+    main()

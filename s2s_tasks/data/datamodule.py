@@ -1,0 +1,354 @@
+"""The base LightningDataModule for text-to-text tasks.
+
+Raw records (jsonl / csv / tsv / parquet / txt files, or a dataset hub name) are loaded with
+``datasets``, checked against the configured columns, tokenized with a ``tokenizers`` model in a
+batched ``map`` and batched under a token budget over length buckets.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+import pytorch_lightning as pl
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from s2s_tasks.data.loading import check_columns, check_text_values, load_hub_split, load_split_file
+from s2s_tasks.data.sampler import TokenBudgetBatchSampler
+from s2s_tasks.data.tokenizer import BOS_ID, EOS_ID, PAD_ID, encode_batch, iter_texts, load_tokenizer, train_tokenizer
+
+log = logging.getLogger(__name__)
+
+SPLITS = ("train", "validation", "test", "predict")
+
+
+@dataclass
+class EncodedSplit(Dataset):
+    """A tokenized split held in memory: ids per example plus the raw text for metrics and output."""
+
+    src_ids: List[List[int]]
+    tgt_ids: Optional[List[List[int]]]
+    sources: List[str]
+    references: Optional[List[List[str]]]
+    record_numbers: List[int]  # 1-based position in the input file, so outputs keep input order
+
+    def __len__(self) -> int:
+        return len(self.src_ids)
+
+    def __getitem__(self, i: int) -> int:
+        return i  # the collator looks the example up; cheaper than building a dict per example
+
+    def lengths(self) -> List[int]:
+        if self.tgt_ids is None:
+            return [len(s) for s in self.src_ids]
+        return [max(len(s), len(t) + 1) for s, t in zip(self.src_ids, self.tgt_ids)]
+
+
+class Seq2SeqCollator:
+    """Pad a list of example indices of an :class:`EncodedSplit` into a batch.
+
+    Batch keys: ``src_ids`` (B,S), ``src_mask`` (B,S) bool, ``tgt_in`` (B,T) = ``<s> y``,
+    ``tgt_out`` (B,T) = ``y </s>`` (pad elsewhere), ``index`` (B,) record numbers, ``source``
+    and ``references`` as lists of text.
+    """
+
+    def __init__(self, split: EncodedSplit, pad_id: int = PAD_ID) -> None:
+        self.split = split
+        self.pad_id = pad_id
+
+    def _pad(self, rows: List[List[int]]) -> torch.Tensor:
+        out = torch.full((len(rows), max(len(r) for r in rows)), self.pad_id, dtype=torch.long)
+        for i, row in enumerate(rows):
+            out[i, : len(row)] = torch.tensor(row, dtype=torch.long)
+        return out
+
+    def __call__(self, indices: List[int]) -> Dict[str, Any]:
+        split = self.split
+        src = self._pad([split.src_ids[i] for i in indices])
+        batch: Dict[str, Any] = {
+            "src_ids": src,
+            "src_mask": src != self.pad_id,
+            "index": torch.tensor([split.record_numbers[i] for i in indices], dtype=torch.long),
+            "source": [split.sources[i] for i in indices],
+        }
+        if split.tgt_ids is not None:
+            batch["tgt_in"] = self._pad([[BOS_ID] + split.tgt_ids[i] for i in indices])
+            batch["tgt_out"] = self._pad([split.tgt_ids[i] + [EOS_ID] for i in indices])
+        if split.references is not None:
+            batch["references"] = [split.references[i] for i in indices]
+        return batch
+
+
+class Seq2SeqDataModule(pl.LightningDataModule):
+    """Source/target text pairs for generation tasks (translation, summarization, dialogue ...).
+
+    With no file and no dataset given, the task's embedded sample data (``sample_dir``) is used.
+
+    Args:
+        train_file, validation_file, test_file: local jsonl/json/csv/tsv/parquet files.
+        predict_file: inputs for ``predict``: the same formats, or ``.txt`` with one input per line.
+        dataset, dataset_config: a dataset hub name (and config) used for the splits whose file
+            is not given; split names are ``train_split``, ``validation_split``, ``test_split``.
+        source_column, target_column: column names of the input and output text.
+        references_column: optional column with a list of reference texts (multi-reference
+            evaluation); the target column is used otherwise.
+        tokenizer_file: a ``tokenizers`` JSON file or an s2s-tasks checkpoint to take the
+            tokenizer from; otherwise one is trained on the training split (shared source/target).
+        tokenizer_kind, tokenizer_vocab_size, min_frequency, lowercase: settings for that training.
+        max_source_tokens, max_target_tokens: truncation lengths (special tokens included);
+            the number of truncated records is reported.
+        max_tokens: token budget of a training batch (padded size); ``eval_max_tokens`` for
+            validation/test/predict (defaults to ``max_tokens``).
+        max_batch_size: optional cap on examples per batch.
+        num_workers: DataLoader worker processes.
+        seed: seed of the batch shuffling (reshuffled every epoch).
+        cache_dir: where ``datasets`` keeps its cache (default: its own).
+    """
+
+    #: folder holding the task's embedded ``train/validation/test.jsonl`` and ``predict.txt``
+    sample_dir: Optional[Path] = None
+
+    def __init__(
+        self,
+        train_file: Optional[str] = None,
+        validation_file: Optional[str] = None,
+        test_file: Optional[str] = None,
+        predict_file: Optional[str] = None,
+        dataset: Optional[str] = None,
+        dataset_config: Optional[str] = None,
+        train_split: str = "train",
+        validation_split: str = "validation",
+        test_split: str = "test",
+        source_column: str = "source",
+        target_column: str = "target",
+        references_column: Optional[str] = None,
+        tokenizer_file: Optional[str] = None,
+        tokenizer_kind: str = "bpe",
+        tokenizer_vocab_size: int = 8000,
+        min_frequency: int = 2,
+        lowercase: bool = False,
+        max_source_tokens: int = 256,
+        max_target_tokens: int = 128,
+        max_tokens: int = 4096,
+        eval_max_tokens: Optional[int] = None,
+        max_batch_size: Optional[int] = None,
+        num_workers: int = 0,
+        seed: int = 1234,
+        cache_dir: Optional[str] = None,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        for key, value in (("max_source_tokens", max_source_tokens), ("max_target_tokens", max_target_tokens)):
+            if value < 2:
+                raise ValueError(f"data.{key} must be at least 2 (room for the special tokens), got {value}")
+        self._raw: Dict[str, Any] = {}
+        self._encoded: Dict[str, EncodedSplit] = {}
+        self._tokenizer = None
+
+    # ----------------------------------------------------------------------------- raw data
+    def _split_source(self, split: str) -> Optional[tuple]:
+        """(kind, location, config key) of a split, or None when the split has no data."""
+        hp = self.hparams
+        file = getattr(hp, f"{split}_file")
+        if file is not None:
+            return ("file", str(file), f"data.{split}_file")
+        if split == "predict":
+            return None
+        if hp.dataset is not None:
+            return ("hub", getattr(hp, f"{split}_split"), "data.dataset")
+        if self.sample_dir is not None and not any(
+            getattr(hp, f"{s}_file") for s in ("train", "validation", "test")
+        ):
+            return ("file", str(Path(self.sample_dir) / f"{split}.jsonl"), f"data.{split}_file")
+        return None
+
+    def raw_split(self, split: str):
+        """The split as a ``datasets.Dataset`` (loaded once)."""
+        if split not in self._raw:
+            source = self._split_source(split)
+            if source is None:
+                raise ValueError(
+                    f"no {split} data: set data.{split}_file"
+                    + (" or data.dataset" if split != "predict" else "")
+                )
+            kind, location, _ = source
+            if kind == "file":
+                if self.sample_dir is not None and Path(location).parent == Path(self.sample_dir):
+                    log.info("Using the embedded sample data: %s", location)
+                self._raw[split] = load_split_file(location, f"data.{split}_file", self.hparams.cache_dir)
+            else:
+                self._raw[split] = load_hub_split(
+                    self.hparams.dataset, self.hparams.dataset_config, location, self.hparams.cache_dir
+                )
+        return self._raw[split]
+
+    def _origin(self, split: str) -> str:
+        source = self._split_source(split)
+        return f"{split} data {source[1]!r}" if source else f"{split} data"
+
+    def _text_columns(self, split: str, dataset) -> Dict[str, Optional[str]]:
+        """Config key -> column for the fields this split must have."""
+        hp = self.hparams
+        if split == "predict":
+            if "text" in dataset.column_names and hp.source_column not in dataset.column_names:
+                return {"data.source_column": "text"}
+            return {"data.source_column": hp.source_column}
+        columns = {"data.source_column": hp.source_column, "data.target_column": hp.target_column}
+        if split != "train" and hp.references_column is not None:
+            columns["data.references_column"] = hp.references_column
+        return columns
+
+    # ----------------------------------------------------------------------------- tokenizer
+    @property
+    def tokenizer(self):
+        """The ``tokenizers.Tokenizer`` (loaded from ``tokenizer_file`` or trained on the train split)."""
+        if self._tokenizer is None:
+            hp = self.hparams
+            if hp.tokenizer_file is not None:
+                self._tokenizer = load_tokenizer(hp.tokenizer_file)
+            else:
+                if self._split_source("train") is None:
+                    raise ValueError(
+                        "no tokenizer: set data.tokenizer_file (a tokenizer JSON or a checkpoint), "
+                        "pass --ckpt_path, or give training data (data.train_file / data.dataset) to train one"
+                    )
+                train = self.raw_split("train")
+                check_columns(train, self._text_columns("train", train), self._origin("train"))
+                log.info(
+                    "Training a %s tokenizer (data.tokenizer_vocab_size=%d) on the training split",
+                    hp.tokenizer_kind, hp.tokenizer_vocab_size,
+                )
+                self._tokenizer = train_tokenizer(
+                    iter_texts([train[hp.source_column], train[hp.target_column]]),
+                    vocab_size=hp.tokenizer_vocab_size,
+                    kind=hp.tokenizer_kind,
+                    min_frequency=hp.min_frequency,
+                    lowercase=hp.lowercase,
+                )
+        return self._tokenizer
+
+    @property
+    def vocab_size(self) -> int:
+        """Vocabulary size of the tokenizer (special tokens included); linked into ``model.vocab_size``."""
+        return self.tokenizer.get_vocab_size()
+
+    @property
+    def pad_id(self) -> int:
+        return PAD_ID
+
+    # ----------------------------------------------------------------------------- encoding
+    def encode_split(self, split: str) -> EncodedSplit:
+        """Tokenize a split (once); records with empty text are skipped, counted and reported."""
+        if split in self._encoded:
+            return self._encoded[split]
+        hp = self.hparams
+        dataset = self.raw_split(split)
+        origin = self._origin(split)
+        columns = self._text_columns(split, dataset)
+        check_columns(dataset, columns, origin)
+        source_column = columns["data.source_column"]
+        target_column = columns.get("data.target_column")
+        references_column = columns.get("data.references_column")
+        for key, column in columns.items():
+            check_text_values(dataset[column], origin, column, key, allow_list=(key == "data.references_column"))
+
+        tokenizer = self.tokenizer
+        max_src, max_tgt = hp.max_source_tokens - 1, hp.max_target_tokens - 1
+
+        def encode(batch: Dict[str, list]) -> Dict[str, list]:
+            src = encode_batch(tokenizer, [s or "" for s in batch[source_column]])
+            out = {"src_ids": [ids[:max_src] + [EOS_ID] for ids in src], "src_truncated": [len(i) > max_src for i in src]}
+            if target_column is not None:
+                tgt = encode_batch(tokenizer, [t or "" for t in batch[target_column]])
+                out["tgt_ids"] = [ids[:max_tgt] for ids in tgt]
+                out["tgt_truncated"] = [len(i) > max_tgt for i in tgt]
+            return out
+
+        encoded = dataset.map(encode, batched=True, batch_size=1000, desc=f"Tokenizing {split}")
+        sources = encoded[source_column]
+        targets = encoded[target_column] if target_column else None
+        keep = [
+            i
+            for i in range(len(encoded))
+            if (sources[i] or "").strip() and (targets is None or (targets[i] or "").strip())
+        ]
+        skipped = len(encoded) - len(keep)
+        if skipped:
+            log.warning(
+                "%s: skipped %d of %d records with an empty or whitespace-only %s",
+                origin, skipped, len(encoded), "source or target" if targets is not None else "source",
+            )
+        if not keep:
+            raise ValueError(f"{origin}: no usable records (all {len(encoded)} have empty text)")
+        for field, limit in (("src", "max_source_tokens"), ("tgt", "max_target_tokens")):
+            if f"{field}_truncated" in encoded.column_names:
+                count = sum(encoded[f"{field}_truncated"][i] for i in keep)
+                if count:
+                    log.warning(
+                        "%s: %d of %d records truncated to data.%s=%d tokens",
+                        origin, count, len(keep), limit, getattr(hp, limit),
+                    )
+        src_ids = encoded["src_ids"]
+        tgt_ids = encoded["tgt_ids"] if target_column else None
+        if references_column is not None:
+            raw_refs = encoded[references_column]
+            references = [[r] if isinstance(r, str) else list(r) for r in (raw_refs[i] for i in keep)]
+        elif targets is not None:
+            references = [[targets[i]] for i in keep]
+        else:
+            references = None
+        result = EncodedSplit(
+            src_ids=[src_ids[i] for i in keep],
+            tgt_ids=[tgt_ids[i] for i in keep] if tgt_ids is not None else None,
+            sources=[sources[i] for i in keep],
+            references=references,
+            record_numbers=[i + 1 for i in keep],
+        )
+        self._encoded[split] = result
+        return result
+
+    # ----------------------------------------------------------------------------- Lightning hooks
+    def setup(self, stage: Optional[str] = None) -> None:
+        needed = {"fit": ("train", "validation"), "validate": ("validation",), "test": ("test",), "predict": ("predict",)}
+        for split in needed.get(stage, ()) if stage else ("train", "validation"):
+            if split == "validation" and stage == "fit" and self._split_source("validation") is None:
+                log.warning("No validation data (data.validation_file): training without validation")
+                continue
+            self.encode_split(split)
+
+    def has_split(self, split: str) -> bool:
+        return self._split_source(split) is not None
+
+    def _loader(self, split: str, shuffle: bool) -> DataLoader:
+        data = self.encode_split(split)
+        trainer = self.trainer
+        world_size = trainer.world_size if trainer is not None else 1
+        rank = trainer.global_rank if trainer is not None else 0
+        hp = self.hparams
+        budget = hp.max_tokens if shuffle else (hp.eval_max_tokens or hp.max_tokens)
+        sampler = TokenBudgetBatchSampler(
+            data.lengths(), max_tokens=budget, max_batch_size=hp.max_batch_size,
+            shuffle=shuffle, seed=hp.seed, num_replicas=world_size, rank=rank,
+        )
+        return DataLoader(
+            data,
+            batch_sampler=sampler,
+            collate_fn=Seq2SeqCollator(data, PAD_ID),
+            num_workers=hp.num_workers,
+            persistent_workers=hp.num_workers > 0,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", shuffle=True)
+
+    def val_dataloader(self):
+        return self._loader("validation", shuffle=False) if self.has_split("validation") else []
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test", shuffle=False)
+
+    def predict_dataloader(self) -> DataLoader:
+        return self._loader("predict", shuffle=False)

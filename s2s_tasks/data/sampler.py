@@ -1,0 +1,113 @@
+"""Batches under a token budget, built from length buckets.
+
+Sorting by length before batching keeps padding low (the batching of fairseq's
+``batch_by_size`` and of tensor2tensor's bucketing); shuffling then happens at two levels: ties
+and near-ties inside a length bucket are broken randomly per epoch, and the order of the finished
+batches is shuffled.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Iterator, List, Optional, Sequence
+
+import torch
+from torch.utils.data import Sampler
+
+
+class TokenBudgetBatchSampler(Sampler[List[int]]):
+    """Yield lists of example indices whose padded size stays within ``max_tokens``.
+
+    A batch of ``n`` examples with longest length ``L`` costs ``n * L`` tokens; a batch is closed
+    before it would exceed ``max_tokens`` (an example longer than the budget alone gets a batch
+    of its own) or ``max_batch_size`` examples.
+
+    Under data parallelism every rank builds the same batch list (same seed and epoch), takes
+    every ``num_replicas``-th batch starting at ``rank``, and the list is first padded by repeating
+    its first batches so that all ranks get the same number of batches (no rank waits forever at
+    a collective on an uneven last batch).
+
+    Args:
+        lengths: per-example cost in tokens (e.g. ``max(source_len, target_len)``).
+        max_tokens: token budget per batch (config ``data.max_tokens``).
+        max_batch_size: optional cap on examples per batch (config ``data.max_batch_size``).
+        shuffle: shuffle within length buckets and the batch order, anew each epoch.
+        seed: base seed; epoch ``e`` uses ``seed + e``.
+        num_replicas, rank: data-parallel world size and this process' rank.
+    """
+
+    def __init__(
+        self,
+        lengths: Sequence[int],
+        max_tokens: int,
+        max_batch_size: Optional[int] = None,
+        shuffle: bool = True,
+        seed: int = 0,
+        num_replicas: int = 1,
+        rank: int = 0,
+    ) -> None:
+        if max_tokens <= 0:
+            raise ValueError(f"data.max_tokens must be positive, got {max_tokens}")
+        if max_batch_size is not None and max_batch_size <= 0:
+            raise ValueError(f"data.max_batch_size must be positive or null, got {max_batch_size}")
+        if not 0 <= rank < num_replicas:
+            raise ValueError(f"rank {rank} is outside [0, {num_replicas})")
+        self.lengths = torch.as_tensor(list(lengths), dtype=torch.long)
+        self.max_tokens = max_tokens
+        self.max_batch_size = max_batch_size
+        self.shuffle = shuffle
+        self.seed = seed
+        self.num_replicas = num_replicas
+        self.rank = rank
+        self.epoch = 0
+        self._cached: Optional[tuple] = None
+
+    def set_epoch(self, epoch: int) -> None:
+        """Called by Lightning at the start of every epoch so each epoch reshuffles."""
+        self.epoch = epoch
+
+    def _all_batches(self) -> List[List[int]]:
+        if self._cached is None or self._cached[0] != self.epoch:
+            self._cached = (self.epoch, self._build_batches())
+        return self._cached[1]
+
+    def _build_batches(self) -> List[List[int]]:
+        n = len(self.lengths)
+        if n == 0:
+            return []
+        generator = torch.Generator().manual_seed(self.seed + self.epoch)
+        if self.shuffle:
+            # Random order first, then a stable sort by length: equal lengths end up shuffled.
+            perm = torch.randperm(n, generator=generator)
+            order = perm[torch.sort(self.lengths[perm], stable=True).indices]
+        else:
+            order = torch.sort(self.lengths, stable=True).indices
+        batches: List[List[int]] = []
+        current: List[int] = []
+        longest = 0
+        for index, length in zip(order.tolist(), self.lengths[order].tolist()):
+            new_longest = max(longest, length)
+            too_many = (len(current) + 1) * new_longest > self.max_tokens
+            too_big = self.max_batch_size is not None and len(current) >= self.max_batch_size
+            if current and (too_many or too_big):
+                batches.append(current)
+                current, new_longest = [], length
+            current.append(index)
+            longest = new_longest
+        if current:
+            batches.append(current)
+        if self.shuffle:
+            batches = [batches[i] for i in torch.randperm(len(batches), generator=generator).tolist()]
+        return batches
+
+    def __iter__(self) -> Iterator[List[int]]:
+        batches = self._all_batches()
+        if self.num_replicas > 1 and batches:
+            total = math.ceil(len(batches) / self.num_replicas) * self.num_replicas
+            batches = [batches[i % len(batches)] for i in range(total)]
+            batches = batches[self.rank :: self.num_replicas]
+        return iter(batches)
+
+    def __len__(self) -> int:
+        count = len(self._all_batches())
+        return math.ceil(count / self.num_replicas) if self.num_replicas > 1 else count

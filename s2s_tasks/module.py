@@ -1,0 +1,114 @@
+"""The base LightningModule: optimizer, learning-rate schedule, tokenizer hand-over, checkpoint extras.
+
+Task modules subclass it (directly or through :class:`s2s_tasks.seq2seq_module.Seq2SeqModule`)
+and add their head, steps and metrics.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, ClassVar, Dict, List, Optional, Tuple
+
+import pytorch_lightning as pl
+import torch
+
+from s2s_tasks import __version__
+from s2s_tasks.checkpoint import EXTRAS_KEY
+from s2s_tasks.data.tokenizer import tokenizer_from_json
+from s2s_tasks.optim import lr_multiplier
+
+log = logging.getLogger(__name__)
+
+
+class BaseModule(pl.LightningModule):
+    """Shared training machinery.
+
+    Args:
+        learning_rate: peak learning rate of AdamW (Loshchilov & Hutter 2019).
+        weight_decay: decoupled weight decay, not applied to biases, norms and embeddings.
+        adam_betas: AdamW betas.
+        warmup_steps: linear warmup length in optimizer steps.
+        lr_schedule: ``inverse_sqrt``, ``linear``, ``cosine`` or ``constant`` after warmup.
+        min_lr_ratio: final rate of ``linear``/``cosine`` as a fraction of the peak.
+    """
+
+    #: registry name of the task; stored in checkpoints and checked on load
+    task_name: ClassVar[str] = ""
+
+    def __init__(
+        self,
+        learning_rate: float = 5e-4,
+        weight_decay: float = 0.0,
+        adam_betas: Tuple[float, float] = (0.9, 0.98),
+        warmup_steps: int = 1000,
+        lr_schedule: str = "inverse_sqrt",
+        min_lr_ratio: float = 0.0,
+    ) -> None:
+        super().__init__()
+        lr_multiplier(lr_schedule, warmup_steps, warmup_steps + 1, min_lr_ratio)  # validates early
+        self.tokenizer = None
+
+    # ----------------------------------------------------------------------------- optimisation
+    def configure_optimizers(self) -> Dict[str, Any]:
+        hp = self.hparams
+        decay, no_decay = [], []
+        for name, param in self.named_parameters():
+            if not param.requires_grad:
+                continue
+            is_embedding_or_norm = param.ndim < 2 or "embed" in name or "norm" in name
+            (no_decay if is_embedding_or_norm else decay).append(param)
+        optimizer = torch.optim.AdamW(
+            [{"params": decay, "weight_decay": hp.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+            lr=hp.learning_rate,
+            betas=tuple(hp.adam_betas),
+        )
+        total = int(self.trainer.estimated_stepping_batches) if self._trainer is not None else hp.warmup_steps + 1
+        scheduler = torch.optim.lr_scheduler.LambdaLR(
+            optimizer, lr_multiplier(hp.lr_schedule, hp.warmup_steps, total, hp.min_lr_ratio)
+        )
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    # ----------------------------------------------------------------------------- tokenizer and checkpoints
+    def setup(self, stage: str) -> None:
+        datamodule = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
+        if datamodule is not None and getattr(datamodule, "tokenizer", None) is not None:
+            self.tokenizer = datamodule.tokenizer
+
+    def checkpoint_extras(self) -> Dict[str, Any]:
+        """What a checkpoint needs besides weights so that ``predict`` needs no other file."""
+        if self.tokenizer is None:
+            raise RuntimeError("the module has no tokenizer to save; it is set from the datamodule in setup()")
+        extras: Dict[str, Any] = {"task": self.task_name, "version": __version__, "tokenizer": self.tokenizer.to_str()}
+        datamodule = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
+        if datamodule is not None:
+            extras["data_config"] = {k: v for k, v in dict(datamodule.hparams).items() if isinstance(v, (str, int, float, bool, type(None)))}
+        return extras
+
+    def on_save_checkpoint(self, checkpoint: Dict[str, Any]) -> None:
+        checkpoint[EXTRAS_KEY] = self.checkpoint_extras()
+
+    def on_load_checkpoint(self, checkpoint: Dict[str, Any]) -> None:
+        extras = checkpoint.get(EXTRAS_KEY)
+        if not isinstance(extras, dict):
+            raise ValueError("this is not an s2s-tasks checkpoint: it has no 's2s_tasks' section")
+        if extras.get("task") != self.task_name:
+            raise ValueError(
+                f"the checkpoint was trained for task {extras.get('task')!r}, not {self.task_name!r}; "
+                f"run with --task {extras.get('task')}"
+            )
+        stored = tokenizer_from_json(extras["tokenizer"], "the checkpoint's tokenizer")
+        if self.tokenizer is not None and self.tokenizer.get_vocab() != stored.get_vocab():
+            raise ValueError(
+                "the checkpoint's tokenizer differs from the data module's (data.tokenizer_file); "
+                "leave data.tokenizer_file unset to use the checkpoint's own"
+            )
+        self.tokenizer = stored
+
+    # ----------------------------------------------------------------------------- distributed helpers
+    def gather_objects(self, items: List[Any]) -> List[Any]:
+        """All ranks' python objects concatenated (identity on a single process)."""
+        if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+            return items
+        gathered: List[Optional[List[Any]]] = [None] * torch.distributed.get_world_size()
+        torch.distributed.all_gather_object(gathered, items)
+        return [item for part in gathered for item in (part or [])]

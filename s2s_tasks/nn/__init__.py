@@ -1,0 +1,31 @@
+"""Plain ``torch.nn`` building blocks (no Lightning): embeddings, attention, encoders, decoders."""
+
+from .attention import AttentionMechanism, BahdanauAttention, LuongAttention, MultiHeadAttention, masked_softmax
+from .decoders import Decoder, RNNDecoder, TransformerDecoder
+from .embedding import Embeddings, LearnedPositionalEmbedding, SinusoidalPositionalEmbedding, TokenEmbedding
+from .encoders import Encoder, RNNEncoder, TransformerEncoder
+from .seq2seq import Seq2Seq, build_seq2seq
+from .types import Cache, EncoderOutput, reorder_cache
+
+__all__ = [
+    "AttentionMechanism",
+    "BahdanauAttention",
+    "Cache",
+    "Decoder",
+    "EncoderOutput",
+    "Embeddings",
+    "Encoder",
+    "LearnedPositionalEmbedding",
+    "LuongAttention",
+    "MultiHeadAttention",
+    "RNNDecoder",
+    "RNNEncoder",
+    "Seq2Seq",
+    "SinusoidalPositionalEmbedding",
+    "TokenEmbedding",
+    "TransformerDecoder",
+    "TransformerEncoder",
+    "build_seq2seq",
+    "masked_softmax",
+    "reorder_cache",
+]

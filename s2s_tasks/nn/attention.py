@@ -1,0 +1,249 @@
+"""Attention mechanisms.
+
+* :class:`BahdanauAttention` -- additive attention for RNN decoders (Bahdanau et al., 2015).
+* :class:`LuongAttention` -- dot / general / concat scores for RNN decoders (Luong et al., 2015).
+* :class:`MultiHeadAttention` -- scaled dot-product multi-head attention with a KV cache
+  (Vaswani et al., 2017).
+
+Shapes: ``B`` batch, ``Q`` query size, ``K`` key size, ``S`` source length, ``T`` query length,
+``H`` hidden size, ``D`` model size. Masks are bool with ``True`` for real tokens.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Dict, Optional, Tuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+LUONG_SCORES = ("dot", "general", "concat")
+
+
+def masked_softmax(scores: Tensor, mask: Optional[Tensor], dim: int = -1) -> Tensor:
+    """Softmax over ``dim`` where ``mask == False`` entries get weight exactly 0.
+
+    Rows with no real entry get all-zero weights instead of NaN.
+    """
+    if mask is None:
+        return torch.softmax(scores, dim=dim)
+    # A finite fill value keeps fully-masked rows (and their gradients) free of NaN.
+    scores = scores.masked_fill(~mask, torch.finfo(scores.dtype).min)
+    return torch.softmax(scores, dim=dim).masked_fill(~mask, 0.0)
+
+
+class AttentionMechanism(nn.Module):
+    """Base class of the single-query attentions used by RNN decoders.
+
+    ``forward(query (B, Q), keys (B, S, K), mask (B, S), projected_keys=None)
+    -> (context (B, K), weights (B, S))``; the keys double as values.
+    """
+
+    def project_keys(self, keys: Tensor) -> Tensor:
+        """Key-side part of the score that does not depend on the query, computed once per source."""
+        raise NotImplementedError
+
+    def score(self, query: Tensor, projected_keys: Tensor) -> Tensor:
+        """Unnormalised scores ``(B, S)``."""
+        raise NotImplementedError
+
+    def forward(
+        self, query: Tensor, keys: Tensor, mask: Tensor, projected_keys: Optional[Tensor] = None
+    ) -> Tuple[Tensor, Tensor]:
+        """Returns the context ``(B, K)`` and the attention weights ``(B, S)``."""
+        if projected_keys is None:
+            projected_keys = self.project_keys(keys)
+        weights = masked_softmax(self.score(query, projected_keys), mask)
+        # c = sum_j a_j h_j (Bahdanau et al., 2015, eq. 5; Luong et al., 2015, §3)
+        context = torch.bmm(weights.unsqueeze(1), keys).squeeze(1)
+        return context, weights
+
+
+class BahdanauAttention(AttentionMechanism):
+    """Additive attention (Bahdanau et al., 2015, eq. 6 and appendix A.1.2):
+
+    ``e_j = v_a^T tanh(W_a q + U_a h_j)``, ``a = softmax(e)``.
+
+    ``U_a h_j`` does not depend on the query, so :meth:`project_keys` computes it once per source.
+    """
+
+    def __init__(self, query_size: int, key_size: int, hidden_size: int) -> None:
+        super().__init__()
+        self.query_layer = nn.Linear(query_size, hidden_size, bias=False)
+        self.key_layer = nn.Linear(key_size, hidden_size, bias=False)
+        self.energy_layer = nn.Linear(hidden_size, 1, bias=False)
+
+    def project_keys(self, keys: Tensor) -> Tensor:
+        """``U_a h``: ``(B, S, K) -> (B, S, H)``."""
+        return self.key_layer(keys)
+
+    def score(self, query: Tensor, projected_keys: Tensor) -> Tensor:
+        """``v_a^T tanh(W_a q + U_a h_j)``: ``(B, Q), (B, S, H) -> (B, S)``."""
+        hidden = torch.tanh(self.query_layer(query).unsqueeze(1) + projected_keys)
+        return self.energy_layer(hidden).squeeze(-1)
+
+
+class LuongAttention(AttentionMechanism):
+    """Multiplicative / concat attention (Luong et al., 2015, eq. 8):
+
+    * ``dot``:     ``score(h_t, h_s) = h_t^T h_s`` (needs ``query_size == key_size``);
+    * ``general``: ``score(h_t, h_s) = h_t^T W_a h_s``;
+    * ``concat``:  ``score(h_t, h_s) = v_a^T tanh(W_a [h_t; h_s])``, with ``W_a`` split into a
+      query part and a key part so that the key part is computed once per source.
+
+    Args:
+        hidden_size: size of the ``tanh`` layer of ``concat`` (default ``query_size``).
+    """
+
+    def __init__(self, query_size: int, key_size: int, score: str = "general", hidden_size: Optional[int] = None) -> None:
+        super().__init__()
+        if score not in LUONG_SCORES:
+            raise ValueError(f"Luong attention score must be one of {list(LUONG_SCORES)}, got {score!r}")
+        if score == "dot" and query_size != key_size:
+            raise ValueError(
+                f"Luong 'dot' attention needs the decoder hidden size ({query_size}) to equal the encoder "
+                f"output size ({key_size}); use 'general' or 'concat', or make the sizes equal"
+            )
+        self.score_type = score
+        self.key_layer: Optional[nn.Linear] = None
+        self.query_layer: Optional[nn.Linear] = None
+        self.energy_layer: Optional[nn.Linear] = None
+        if score == "general":
+            self.key_layer = nn.Linear(key_size, query_size, bias=False)
+        elif score == "concat":
+            hidden_size = hidden_size or query_size
+            self.query_layer = nn.Linear(query_size, hidden_size, bias=False)
+            self.key_layer = nn.Linear(key_size, hidden_size, bias=False)
+            self.energy_layer = nn.Linear(hidden_size, 1, bias=False)
+
+    def project_keys(self, keys: Tensor) -> Tensor:
+        """``dot``: the keys ``(B, S, K)``; ``general``: ``W_a h_s`` ``(B, S, Q)``;
+        ``concat``: key half of ``W_a [h_t; h_s]`` ``(B, S, H)``."""
+        return keys if self.key_layer is None else self.key_layer(keys)
+
+    def score(self, query: Tensor, projected_keys: Tensor) -> Tensor:
+        """``(B, Q), projected keys (B, S, *) -> (B, S)``."""
+        if self.score_type == "concat":
+            assert self.query_layer is not None and self.energy_layer is not None
+            hidden = torch.tanh(self.query_layer(query).unsqueeze(1) + projected_keys)
+            return self.energy_layer(hidden).squeeze(-1)
+        return torch.bmm(projected_keys, query.unsqueeze(-1)).squeeze(-1)
+
+    def extra_repr(self) -> str:
+        return f"score={self.score_type!r}"
+
+
+class MultiHeadAttention(nn.Module):
+    """Multi-head scaled dot-product attention (Vaswani et al., 2017, §3.2):
+
+    ``Attention(Q, K, V) = softmax(Q K^T / sqrt(d_k)) V``,
+    ``MultiHead(Q, K, V) = Concat(head_1..head_h) W^O`` with ``head_i = Attention(Q W_i^Q, K W_i^K, V W_i^V)``.
+
+    Incremental decoding keeps projected keys/values in a cache dict (``"k"``, ``"v"``, each
+    ``(B, heads, S_so_far, D/heads)``): self-attention appends the new positions, cross-attention
+    (``static_kv=True``) projects the encoder states once and reuses them.
+    """
+
+    def __init__(self, d_model: int, num_heads: int, dropout: float = 0.0) -> None:
+        super().__init__()
+        if d_model % num_heads != 0:
+            raise ValueError(f"d_model ({d_model}) must be divisible by the number of heads ({num_heads}) (`model.num_heads`)")
+        self.d_model = d_model
+        self.num_heads = num_heads
+        self.head_dim = d_model // num_heads
+        self.dropout = dropout
+        self.q_proj = nn.Linear(d_model, d_model)
+        self.k_proj = nn.Linear(d_model, d_model)
+        self.v_proj = nn.Linear(d_model, d_model)
+        self.out_proj = nn.Linear(d_model, d_model)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        for layer in (self.q_proj, self.k_proj, self.v_proj, self.out_proj):
+            nn.init.xavier_uniform_(layer.weight)
+            nn.init.zeros_(layer.bias)
+
+    def _split_heads(self, x: Tensor) -> Tensor:
+        """``(B, T, D) -> (B, heads, T, D/heads)``."""
+        return x.view(x.size(0), x.size(1), self.num_heads, self.head_dim).transpose(1, 2)
+
+    def forward(
+        self,
+        query: Tensor,
+        key: Optional[Tensor],
+        value: Optional[Tensor],
+        key_mask: Optional[Tensor] = None,
+        causal: bool = False,
+        cache: Optional[Dict[str, Any]] = None,
+        static_kv: bool = False,
+        need_weights: bool = False,
+    ) -> Tuple[Tensor, Optional[Tensor], Optional[Dict[str, Any]]]:
+        """Attend from ``query`` over ``key``/``value``.
+
+        Args:
+            query: ``(B, T, D)``.
+            key, value: ``(B, S, D)``; may be ``None`` when a ``static_kv`` cache already holds them.
+            key_mask: ``(B, S_total)`` bool, ``True`` for real keys (``S_total`` counts cached keys).
+            causal: query ``i`` sees only keys at positions ``<= i`` (offset by cached positions).
+            cache: ``None`` (no caching) or a dict, possibly empty, from a previous call.
+            static_kv: the keys/values do not change between calls (cross-attention).
+            need_weights: also return the attention weights (uses the explicit softmax path).
+
+        Returns:
+            ``output (B, T, D)``, ``weights (B, heads, T, S_total)`` or ``None``, and the updated
+            cache (a new dict) or ``None``.
+        """
+        batch_size, tgt_len, _ = query.shape
+        q = self._split_heads(self.q_proj(query))
+        if cache is not None and static_kv and "k" in cache:
+            k, v = cache["k"], cache["v"]
+        else:
+            if key is None or value is None:
+                raise ValueError("key and value are required unless a static_kv cache already holds them")
+            k = self._split_heads(self.k_proj(key))
+            v = self._split_heads(self.v_proj(value))
+            if cache is not None and not static_kv and "k" in cache:
+                k = torch.cat([cache["k"], k], dim=2)
+                v = torch.cat([cache["v"], v], dim=2)
+        new_cache = None if cache is None else {**cache, "k": k, "v": v}
+        src_len = k.size(2)
+        past = src_len - tgt_len
+
+        # Boolean mask, True = may attend, broadcastable to (B, heads, T, S).
+        mask: Optional[Tensor] = None
+        use_is_causal = False
+        if causal and tgt_len > 1:
+            if past == 0 and key_mask is None and not need_weights:
+                use_is_causal = True
+            else:
+                positions = torch.arange(src_len, device=q.device)
+                query_positions = torch.arange(tgt_len, device=q.device) + past
+                mask = (positions.unsqueeze(0) <= query_positions.unsqueeze(1)).view(1, 1, tgt_len, src_len)
+        empty_rows: Optional[Tensor] = None
+        if key_mask is not None:
+            key_mask = key_mask.view(batch_size, 1, 1, src_len)
+            mask = key_mask if mask is None else mask & key_mask
+            # Rows with nothing to attend to would give NaN; let them attend everywhere, then zero them.
+            empty_rows = ~mask.any(dim=-1, keepdim=True)
+            mask = mask | empty_rows
+
+        weights: Optional[Tensor] = None
+        dropout_p = self.dropout if self.training else 0.0
+        if need_weights:
+            scores = torch.matmul(q, k.transpose(-2, -1)) / math.sqrt(self.head_dim)
+            if mask is not None:
+                scores = scores.masked_fill(~mask, float("-inf"))
+            weights = torch.softmax(scores.float(), dim=-1).to(q.dtype)
+            if empty_rows is not None:
+                weights = weights.masked_fill(empty_rows, 0.0)
+            attn = torch.matmul(F.dropout(weights, p=dropout_p, training=self.training), v)
+        else:
+            attn = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p, is_causal=use_is_causal)
+            if empty_rows is not None:
+                attn = attn.masked_fill(empty_rows, 0.0)
+        attn = attn.transpose(1, 2).reshape(batch_size, tgt_len, self.d_model)
+        return self.out_proj(attn), weights, new_cache
+
+    def extra_repr(self) -> str:
+        return f"d_model={self.d_model}, num_heads={self.num_heads}, dropout={self.dropout}"

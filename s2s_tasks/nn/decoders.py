@@ -1,0 +1,296 @@
+"""Decoders with one incremental interface.
+
+* :class:`RNNDecoder` -- LSTM/GRU with Bahdanau or Luong attention and input feeding.
+* :class:`TransformerDecoder` -- pre-LN Transformer decoder with a KV cache.
+
+Every decoder offers teacher forcing, ``forward(tgt_in, enc_out) -> logits``, and incremental
+decoding, ``step(last_tokens, enc_out, cache) -> (logits, cache)``; search code sees nothing else.
+Shapes: ``B`` batch, ``T`` target length, ``S`` source length, ``V`` vocabulary size.
+"""
+
+from __future__ import annotations
+
+from typing import List, Optional, Tuple, Union
+
+import torch
+from torch import Tensor, nn
+
+from .attention import AttentionMechanism, BahdanauAttention, LuongAttention, MultiHeadAttention
+from .embedding import Embeddings
+from .encoders import FeedForward, rnn_class
+from .types import Cache, EncoderOutput
+from .types import reorder_cache as _reorder_cache
+
+RNN_ATTENTIONS = ("bahdanau", "luong_dot", "luong_general", "luong_concat")
+
+
+class Decoder(nn.Module):
+    """Base class of every decoder.
+
+    Attributes:
+        embed: target :class:`~s2s_tasks.nn.embedding.Embeddings` (``embed.token.weight`` for tying).
+        output_projection: ``nn.Linear(out_dim, vocab_size)`` producing the logits.
+    """
+
+    embed: Embeddings
+    output_projection: nn.Linear
+
+    def forward(
+        self, tgt_in: Tensor, enc_out: EncoderOutput, return_attention: bool = False
+    ) -> Union[Tensor, Tuple[Tensor, Tensor]]:
+        """Teacher forcing: ``tgt_in (B, T)`` -> logits ``(B, T, V)``, plus the attention over the
+        source ``(B, T, S)`` when ``return_attention``."""
+        raise NotImplementedError
+
+    def init_cache(self, enc_out: EncoderOutput) -> Cache:
+        """The cache before the first step."""
+        raise NotImplementedError
+
+    def step(self, last_tokens: Tensor, enc_out: EncoderOutput, cache: Optional[Cache]) -> Tuple[Tensor, Cache]:
+        """One incremental step: ``last_tokens (B,)`` -> logits ``(B, V)`` and the new cache.
+
+        ``cache=None`` means the first step; the decoder then builds its cache from ``enc_out``.
+        """
+        raise NotImplementedError
+
+    def reorder_cache(self, cache: Cache, index: Tensor) -> Cache:
+        """Rows ``index (B',)`` of the cache, e.g. the surviving beams."""
+        return _reorder_cache(cache, index)
+
+
+def build_rnn_attention(attention: str, query_size: int, key_size: int) -> AttentionMechanism:
+    """``"bahdanau" | "luong_dot" | "luong_general" | "luong_concat"`` -> attention module."""
+    if attention == "bahdanau":
+        return BahdanauAttention(query_size, key_size, hidden_size=query_size)
+    if attention in RNN_ATTENTIONS:
+        return LuongAttention(query_size, key_size, score=attention[len("luong_") :])
+    raise ValueError(f"`model.attention` must be one of {list(RNN_ATTENTIONS)}, got {attention!r}")
+
+
+class RNNDecoder(Decoder):
+    """Recurrent decoder with attention, after joeynmt's ``RecurrentDecoder``.
+
+    One step ``t`` with previous top-layer state ``s_{t-1}``, previous attentional vector
+    ``~h_{t-1}`` and previous token ``y_{t-1}``:
+
+    * ``bahdanau``: the query is ``s_{t-1}`` and the context enters the recurrence,
+      ``c_t = attn(s_{t-1}, H)``, ``s_t = RNN([E y_{t-1}; c_t; ~h_{t-1}], s_{t-1})``
+      (Bahdanau et al., 2015, eq. 4 and 6);
+    * ``luong_*``: the query is the new state, ``s_t = RNN([E y_{t-1}; ~h_{t-1}], s_{t-1})``,
+      ``c_t = attn(s_t, H)`` (Luong et al., 2015, §3);
+
+    then for both the attentional vector ``~h_t = tanh(W_c [s_t; c_t])`` (Luong et al., 2015,
+    eq. 5) gives the logits ``W_o ~h_t + b``. ``~h_{t-1}`` is fed only when ``input_feeding``
+    (Luong et al., 2015, §3.3). The initial state is ``tanh(W_b final_state)`` for every layer
+    (and the LSTM cell), or zeros when the encoder has no ``final_state``.
+
+    Cache keys (batch first): ``hidden (B, layers, H)``, ``cell (B, layers, H)`` (LSTM only),
+    ``att_vector (B, H)``, ``projected_keys (B, S, *)``.
+    """
+
+    def __init__(
+        self,
+        vocab_size: int,
+        embedding_dim: int,
+        hidden_size: int,
+        encoder_output_size: int,
+        num_layers: int = 1,
+        cell: str = "lstm",
+        attention: str = "bahdanau",
+        input_feeding: bool = True,
+        dropout: float = 0.0,
+        pad_id: int = 0,
+    ) -> None:
+        super().__init__()
+        self.vocab_size = vocab_size
+        self.hidden_size = hidden_size
+        self.num_layers = num_layers
+        self.is_lstm = cell == "lstm"
+        self.input_feeding = input_feeding
+        self.attention_type = attention
+        self.context_in_rnn = attention == "bahdanau"
+        self.embed = Embeddings(vocab_size, embedding_dim, pad_id, positional="none", dropout=dropout, scale=False)
+        self.attention = build_rnn_attention(attention, hidden_size, encoder_output_size)
+        rnn_input_size = embedding_dim
+        if self.context_in_rnn:
+            rnn_input_size += encoder_output_size
+        if input_feeding:
+            rnn_input_size += hidden_size
+        self.rnn = rnn_class(cell)(
+            rnn_input_size, hidden_size, num_layers=num_layers, batch_first=True, dropout=dropout if num_layers > 1 else 0.0
+        )
+        self.bridge = nn.Linear(encoder_output_size, hidden_size)
+        self.att_vector_layer = nn.Linear(hidden_size + encoder_output_size, hidden_size)
+        self.hidden_dropout = nn.Dropout(dropout)
+        self.output_projection = nn.Linear(hidden_size, vocab_size)
+
+    def init_cache(self, enc_out: EncoderOutput) -> Cache:
+        states = enc_out.states
+        batch_size = states.size(0)
+        if enc_out.final_state is None:
+            hidden = states.new_zeros(batch_size, self.num_layers, self.hidden_size)
+        else:
+            bridged = torch.tanh(self.bridge(enc_out.final_state))
+            hidden = bridged.unsqueeze(1).expand(batch_size, self.num_layers, self.hidden_size).contiguous()
+        cache: Cache = {
+            "hidden": hidden,
+            "att_vector": states.new_zeros(batch_size, self.hidden_size),
+            "projected_keys": self.attention.project_keys(states),
+        }
+        if self.is_lstm:
+            cache["cell"] = hidden
+        return cache
+
+    def _step(self, embedded: Tensor, enc_out: EncoderOutput, cache: Cache) -> Tuple[Tensor, Tensor, Cache]:
+        """``embedded (B, E)`` -> attentional vector ``(B, H)``, attention ``(B, S)``, new cache."""
+        hidden = cache["hidden"]
+        inputs: List[Tensor] = [embedded]
+        if self.context_in_rnn:
+            context, weights = self.attention(hidden[:, -1], enc_out.states, enc_out.mask, cache["projected_keys"])
+            inputs.append(context)
+        if self.input_feeding:
+            inputs.append(cache["att_vector"])
+        rnn_input = torch.cat(inputs, dim=-1).unsqueeze(1)
+        # nn.LSTM/GRU want (layers, B, H); the cache keeps batch first for reorder_cache.
+        h0 = hidden.transpose(0, 1).contiguous()
+        state = (h0, cache["cell"].transpose(0, 1).contiguous()) if self.is_lstm else h0
+        _, new_state = self.rnn(rnn_input, state)
+        new_hidden = new_state[0] if self.is_lstm else new_state
+        top = new_hidden[-1]
+        if not self.context_in_rnn:
+            context, weights = self.attention(top, enc_out.states, enc_out.mask, cache["projected_keys"])
+        att_vector = torch.tanh(self.att_vector_layer(self.hidden_dropout(torch.cat([top, context], dim=-1))))
+        new_cache = {**cache, "hidden": new_hidden.transpose(0, 1), "att_vector": att_vector}
+        if self.is_lstm:
+            new_cache["cell"] = new_state[1].transpose(0, 1)
+        return att_vector, weights, new_cache
+
+    def forward(
+        self, tgt_in: Tensor, enc_out: EncoderOutput, return_attention: bool = False
+    ) -> Union[Tensor, Tuple[Tensor, Tensor]]:
+        cache = self.init_cache(enc_out)
+        embedded = self.embed(tgt_in)
+        att_vectors, attentions = [], []
+        for t in range(tgt_in.size(1)):
+            att_vector, weights, cache = self._step(embedded[:, t], enc_out, cache)
+            att_vectors.append(att_vector)
+            attentions.append(weights)
+        logits = self.output_projection(torch.stack(att_vectors, dim=1))
+        if return_attention:
+            return logits, torch.stack(attentions, dim=1)
+        return logits
+
+    def step(self, last_tokens: Tensor, enc_out: EncoderOutput, cache: Optional[Cache]) -> Tuple[Tensor, Cache]:
+        if cache is None:
+            cache = self.init_cache(enc_out)
+        embedded = self.embed(last_tokens.unsqueeze(1)).squeeze(1)
+        att_vector, _, cache = self._step(embedded, enc_out, cache)
+        return self.output_projection(att_vector), cache
+
+
+class TransformerDecoderLayer(nn.Module):
+    """Pre-LayerNorm decoder layer (Vaswani et al., 2017, §3.1; Xiong et al., 2020):
+
+    ``x = x + Dropout(CausalSelfAttn(LN(x)))``; ``x = x + Dropout(CrossAttn(LN(x), memory))``;
+    ``x = x + Dropout(FFN(LN(x)))``.
+
+    Its cache is ``{"self": {...}, "cross": {...}}``, one :class:`MultiHeadAttention` cache each.
+    """
+
+    def __init__(self, d_model: int, num_heads: int, ffn_dim: int, dropout: float = 0.1, activation: str = "relu") -> None:
+        super().__init__()
+        self.self_attn_norm = nn.LayerNorm(d_model)
+        self.self_attn = MultiHeadAttention(d_model, num_heads, dropout=dropout)
+        self.cross_attn_norm = nn.LayerNorm(d_model)
+        self.cross_attn = MultiHeadAttention(d_model, num_heads, dropout=dropout)
+        self.ffn_norm = nn.LayerNorm(d_model)
+        self.ffn = FeedForward(d_model, ffn_dim, dropout=dropout, activation=activation)
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(
+        self,
+        x: Tensor,
+        memory: Tensor,
+        memory_mask: Tensor,
+        cache: Optional[Cache] = None,
+        need_weights: bool = False,
+    ) -> Tuple[Tensor, Optional[Tensor], Optional[Cache]]:
+        """``x (B, T, D)``, ``memory (B, S, D)``, ``memory_mask (B, S)`` -> ``(B, T, D)``,
+        cross-attention weights ``(B, heads, T, S)`` or ``None``, new cache or ``None``."""
+        h = self.self_attn_norm(x)
+        h, _, self_cache = self.self_attn(h, h, h, causal=True, cache=None if cache is None else cache["self"])
+        x = x + self.dropout(h)
+        h = self.cross_attn_norm(x)
+        h, weights, cross_cache = self.cross_attn(
+            h,
+            memory,
+            memory,
+            key_mask=memory_mask,
+            cache=None if cache is None else cache["cross"],
+            static_kv=True,
+            need_weights=need_weights,
+        )
+        x = x + self.dropout(h)
+        x = x + self.dropout(self.ffn(self.ffn_norm(x)))
+        new_cache = None if cache is None else {"self": self_cache, "cross": cross_cache}
+        return x, weights, new_cache
+
+
+class TransformerDecoder(Decoder):
+    """Stack of pre-LN decoder layers, a final LayerNorm and the output projection.
+
+    Teacher forcing runs all positions at once under a causal mask; :meth:`step` runs one position
+    and keeps per-layer keys/values in the cache: ``{"length": int, "layers": [{"self": {"k", "v"},
+    "cross": {"k", "v"}}, ...]}`` where ``length`` is the number of positions decoded so far.
+    """
+
+    def __init__(
+        self,
+        vocab_size: int,
+        d_model: int,
+        num_heads: int,
+        ffn_dim: int,
+        num_layers: int,
+        dropout: float = 0.1,
+        pad_id: int = 0,
+        positional: str = "sinusoidal",
+        max_positions: int = 1024,
+        activation: str = "relu",
+    ) -> None:
+        super().__init__()
+        self.vocab_size = vocab_size
+        self.d_model = d_model
+        self.embed = Embeddings(vocab_size, d_model, pad_id, positional=positional, max_positions=max_positions, dropout=dropout, scale=True)
+        self.layers = nn.ModuleList(
+            TransformerDecoderLayer(d_model, num_heads, ffn_dim, dropout=dropout, activation=activation) for _ in range(num_layers)
+        )
+        self.final_norm = nn.LayerNorm(d_model)
+        self.output_projection = nn.Linear(d_model, vocab_size)
+
+    def forward(
+        self, tgt_in: Tensor, enc_out: EncoderOutput, return_attention: bool = False
+    ) -> Union[Tensor, Tuple[Tensor, Tensor]]:
+        x = self.embed(tgt_in)
+        weights: Optional[Tensor] = None
+        last = len(self.layers) - 1
+        for i, layer in enumerate(self.layers):
+            x, weights, _ = layer(x, enc_out.states, enc_out.mask, need_weights=return_attention and i == last)
+        logits = self.output_projection(self.final_norm(x))
+        if return_attention:
+            assert weights is not None
+            return logits, weights.mean(dim=1)
+        return logits
+
+    def init_cache(self, enc_out: EncoderOutput) -> Cache:
+        return {"length": 0, "layers": [{"self": {}, "cross": {}} for _ in self.layers]}
+
+    def step(self, last_tokens: Tensor, enc_out: EncoderOutput, cache: Optional[Cache]) -> Tuple[Tensor, Cache]:
+        if cache is None:
+            cache = self.init_cache(enc_out)
+        x = self.embed(last_tokens.unsqueeze(1), offset=cache["length"])
+        layer_caches = []
+        for layer, layer_cache in zip(self.layers, cache["layers"]):
+            x, _, layer_cache = layer(x, enc_out.states, enc_out.mask, cache=layer_cache)
+            layer_caches.append(layer_cache)
+        logits = self.output_projection(self.final_norm(x)).squeeze(1)
+        return logits, {**cache, "length": cache["length"] + 1, "layers": layer_caches}

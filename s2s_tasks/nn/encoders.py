@@ -1,0 +1,189 @@
+"""Encoders: token ids -> :class:`~s2s_tasks.nn.types.EncoderOutput`.
+
+* :class:`RNNEncoder` -- (bidirectional) LSTM/GRU over packed sequences.
+* :class:`TransformerEncoder` -- pre-LayerNorm Transformer (Vaswani et al., 2017; Xiong et al., 2020).
+
+Shapes: ``B`` batch, ``S`` source length, ``D`` output size. Masks are bool, ``True`` = real token.
+"""
+
+from __future__ import annotations
+
+from typing import Dict, Type
+
+from torch import Tensor, nn
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+from .attention import MultiHeadAttention
+from .embedding import Embeddings
+from .types import EncoderOutput
+
+RNN_CELLS: Dict[str, Type[nn.RNNBase]] = {"lstm": nn.LSTM, "gru": nn.GRU}
+ACTIVATIONS: Dict[str, Type[nn.Module]] = {"relu": nn.ReLU, "gelu": nn.GELU}
+
+
+def rnn_class(cell: str) -> Type[nn.RNNBase]:
+    """``"lstm"`` / ``"gru"`` -> the ``torch.nn`` class."""
+    if cell not in RNN_CELLS:
+        raise ValueError(f"`model.rnn_cell` must be one of {list(RNN_CELLS)}, got {cell!r}")
+    return RNN_CELLS[cell]
+
+
+class Encoder(nn.Module):
+    """Base class of every encoder.
+
+    ``forward(src_ids (B, S) long, src_mask (B, S) bool) -> EncoderOutput`` with
+    ``states (B, S, output_size)``.
+    """
+
+    @property
+    def output_size(self) -> int:
+        """Size ``D`` of the encoder states."""
+        raise NotImplementedError
+
+    def forward(self, src_ids: Tensor, src_mask: Tensor) -> EncoderOutput:
+        raise NotImplementedError
+
+
+class RNNEncoder(Encoder):
+    """Recurrent encoder (Bahdanau et al., 2015, §3.2: bidirectional annotations
+    ``h_j = [h_j^forward; h_j^backward]``).
+
+    When bidirectional each direction has ``hidden_size // 2`` units, so states are
+    ``(B, S, hidden_size)`` either way. Padding never enters the recurrence (packed sequences),
+    so an example's states do not depend on how far it was padded.
+    ``final_state`` is the last layer's final hidden state of both directions, concatenated
+    (``h`` for an LSTM, not ``c``): ``(B, hidden_size)``.
+    """
+
+    def __init__(
+        self,
+        vocab_size: int,
+        embedding_dim: int,
+        hidden_size: int,
+        num_layers: int = 1,
+        cell: str = "lstm",
+        bidirectional: bool = True,
+        dropout: float = 0.0,
+        pad_id: int = 0,
+    ) -> None:
+        super().__init__()
+        if bidirectional and hidden_size % 2 != 0:
+            raise ValueError(f"a bidirectional encoder needs an even hidden size (`model.d_model`), got {hidden_size}")
+        self.hidden_size = hidden_size
+        self.num_layers = num_layers
+        self.bidirectional = bidirectional
+        self.num_directions = 2 if bidirectional else 1
+        self.embed = Embeddings(vocab_size, embedding_dim, pad_id, positional="none", dropout=dropout, scale=False)
+        self.rnn = rnn_class(cell)(
+            embedding_dim,
+            hidden_size // self.num_directions,
+            num_layers=num_layers,
+            batch_first=True,
+            bidirectional=bidirectional,
+            dropout=dropout if num_layers > 1 else 0.0,
+        )
+        self.dropout = nn.Dropout(dropout)
+
+    @property
+    def output_size(self) -> int:
+        return self.hidden_size
+
+    def forward(self, src_ids: Tensor, src_mask: Tensor) -> EncoderOutput:
+        """``src_ids (B, S)``, ``src_mask (B, S)`` -> states ``(B, S, hidden_size)``, final ``(B, hidden_size)``."""
+        batch_size, src_len = src_ids.shape
+        x = self.embed(src_ids)
+        # pack_padded_sequence rejects zero lengths; an empty source encodes its first (pad) token.
+        lengths = src_mask.sum(dim=1).clamp(min=1).cpu()
+        packed = pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False)
+        packed_out, hidden = self.rnn(packed)
+        states, _ = pad_packed_sequence(packed_out, batch_first=True, total_length=src_len)
+        if isinstance(hidden, tuple):  # LSTM: (h, c)
+            hidden = hidden[0]
+        # (layers * directions, B, H/dirs) -> last layer -> (B, directions * H/dirs)
+        last = hidden.view(self.num_layers, self.num_directions, batch_size, -1)[-1]
+        final_state = last.transpose(0, 1).reshape(batch_size, self.hidden_size)
+        return EncoderOutput(states=self.dropout(states), mask=src_mask, final_state=final_state)
+
+
+class FeedForward(nn.Module):
+    """Position-wise feed-forward network (Vaswani et al., 2017, eq. 2):
+    ``FFN(x) = W_2 act(W_1 x + b_1) + b_2``, ``(B, T, D) -> (B, T, D)``."""
+
+    def __init__(self, d_model: int, ffn_dim: int, dropout: float = 0.0, activation: str = "relu") -> None:
+        super().__init__()
+        if activation not in ACTIVATIONS:
+            raise ValueError(f"`model.activation` must be one of {list(ACTIVATIONS)}, got {activation!r}")
+        self.net = nn.Sequential(
+            nn.Linear(d_model, ffn_dim),
+            ACTIVATIONS[activation](),
+            nn.Dropout(dropout),
+            nn.Linear(ffn_dim, d_model),
+        )
+        for layer in (self.net[0], self.net[3]):
+            nn.init.xavier_uniform_(layer.weight)
+            nn.init.zeros_(layer.bias)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.net(x)
+
+
+class TransformerEncoderLayer(nn.Module):
+    """Pre-LayerNorm encoder layer (Xiong et al., 2020, fig. 1b):
+
+    ``x = x + Dropout(SelfAttn(LN(x)))``; ``x = x + Dropout(FFN(LN(x)))``.
+    """
+
+    def __init__(self, d_model: int, num_heads: int, ffn_dim: int, dropout: float = 0.1, activation: str = "relu") -> None:
+        super().__init__()
+        self.self_attn_norm = nn.LayerNorm(d_model)
+        self.self_attn = MultiHeadAttention(d_model, num_heads, dropout=dropout)
+        self.ffn_norm = nn.LayerNorm(d_model)
+        self.ffn = FeedForward(d_model, ffn_dim, dropout=dropout, activation=activation)
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, x: Tensor, mask: Tensor) -> Tensor:
+        """``x (B, S, D)``, ``mask (B, S)`` -> ``(B, S, D)``."""
+        h = self.self_attn_norm(x)
+        h, _, _ = self.self_attn(h, h, h, key_mask=mask)
+        x = x + self.dropout(h)
+        return x + self.dropout(self.ffn(self.ffn_norm(x)))
+
+
+class TransformerEncoder(Encoder):
+    """Stack of pre-LN Transformer encoder layers with a final LayerNorm (Xiong et al., 2020).
+
+    Token embeddings are scaled by ``sqrt(d_model)`` and summed with positions (Vaswani et al.,
+    2017, §3.4-3.5). ``final_state`` is ``None``.
+    """
+
+    def __init__(
+        self,
+        vocab_size: int,
+        d_model: int,
+        num_heads: int,
+        ffn_dim: int,
+        num_layers: int,
+        dropout: float = 0.1,
+        pad_id: int = 0,
+        positional: str = "sinusoidal",
+        max_positions: int = 1024,
+        activation: str = "relu",
+    ) -> None:
+        super().__init__()
+        self.d_model = d_model
+        self.embed = Embeddings(vocab_size, d_model, pad_id, positional=positional, max_positions=max_positions, dropout=dropout, scale=True)
+        self.layers = nn.ModuleList(
+            TransformerEncoderLayer(d_model, num_heads, ffn_dim, dropout=dropout, activation=activation) for _ in range(num_layers)
+        )
+        self.final_norm = nn.LayerNorm(d_model)
+
+    @property
+    def output_size(self) -> int:
+        return self.d_model
+
+    def forward(self, src_ids: Tensor, src_mask: Tensor) -> EncoderOutput:
+        """``src_ids (B, S)``, ``src_mask (B, S)`` -> states ``(B, S, d_model)``."""
+        x = self.embed(src_ids)
+        for layer in self.layers:
+            x = layer(x, src_mask)
+        return EncoderOutput(states=self.final_norm(x), mask=src_mask, final_state=None)

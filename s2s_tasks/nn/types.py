@@ -1,0 +1,67 @@
+"""Data types shared by encoders, decoders and the search code.
+
+Conventions used everywhere in ``s2s_tasks.nn``:
+
+* masks are ``torch.bool`` with ``True`` marking a real token and ``False`` padding;
+* every tensor is batch-first;
+* a decoder cache is a ``dict`` whose tensor values all have the batch (or batch x beam)
+  dimension first, so one generic :func:`reorder_cache` serves every decoder.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields, replace
+from typing import Any, Dict, Optional
+
+import torch
+from torch import Tensor
+
+
+@dataclass
+class EncoderOutput:
+    """What every encoder returns.
+
+    Attributes:
+        states: ``(B, S, D)`` contextual states of the source tokens.
+        mask: ``(B, S)`` bool, ``True`` for real tokens.
+        final_state: ``(B, D)`` summary of the whole source (RNN: concatenated last-layer final
+            hidden states of both directions; Transformer: ``None``). RNN decoders use it to
+            initialise their hidden state.
+    """
+
+    states: Tensor
+    mask: Tensor
+    final_state: Optional[Tensor] = None
+
+    def index_select(self, index: Tensor) -> "EncoderOutput":
+        """Rows ``index`` of the batch (used to expand per beam and to drop finished rows)."""
+        return replace(
+            self,
+            **{f.name: getattr(self, f.name).index_select(0, index) for f in fields(self) if getattr(self, f.name) is not None},
+        )
+
+    def repeat_interleave(self, repeats: int) -> "EncoderOutput":
+        """Each batch row repeated ``repeats`` times in place: ``(B, ...) -> (B * repeats, ...)``."""
+        index = torch.arange(self.states.size(0), device=self.states.device).repeat_interleave(repeats)
+        return self.index_select(index)
+
+
+Cache = Dict[str, Any]
+
+
+def reorder_cache(cache: Cache, index: Tensor) -> Cache:
+    """Select rows ``index`` (``(B',)`` long) of every tensor in ``cache``; non-tensors are kept.
+
+    Nested dicts and lists/tuples of tensors (one entry per layer) are handled recursively.
+    """
+
+    def pick(value: Any) -> Any:
+        if isinstance(value, Tensor):
+            return value.index_select(0, index)
+        if isinstance(value, dict):
+            return {k: pick(v) for k, v in value.items()}
+        if isinstance(value, (list, tuple)):
+            return type(value)(pick(v) for v in value)
+        return value
+
+    return pick(cache)

@@ -1,0 +1,227 @@
+"""LightningModule for tasks that generate text: an encoder-decoder trained with teacher forcing
+and evaluated by decoding (one decoding path for validate, test and predict)."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+
+import torch
+import torch.nn.functional as F
+
+from s2s_tasks.data.tokenizer import BOS_ID, EOS_ID, decode_batch
+from s2s_tasks.generation import GenerationConfig, generate
+from s2s_tasks.module import BaseModule
+from s2s_tasks.nn.seq2seq import build_seq2seq
+
+
+def _as_generation_config(value: Union[GenerationConfig, Dict[str, Any], None], default: GenerationConfig) -> GenerationConfig:
+    if value is None:
+        return default
+    if isinstance(value, GenerationConfig):
+        return value
+    return GenerationConfig(**dict(value))
+
+
+class Seq2SeqModule(BaseModule):
+    """Encoder-decoder for text-to-text tasks; subclasses define :meth:`compute_metrics`.
+
+    Model args (see :func:`s2s_tasks.nn.seq2seq.build_seq2seq`): ``architecture`` (``transformer``
+    or ``rnn``), ``d_model``, layers, heads, ``ffn_dim``, ``dropout``, ``positional``, and for RNNs
+    ``rnn_cell``, ``bidirectional``, ``attention`` (``bahdanau``, ``luong_dot``, ``luong_general``,
+    ``luong_concat``), ``input_feeding``, ``embedding_dim``.
+
+    Args:
+        vocab_size, pad_id: set by the data module (linked by the CLI).
+        label_smoothing: label smoothing of the training loss (Szegedy et al. 2016).
+        generation: decoding used by test and predict (and validation every
+            ``beam_validation_every_n_epochs``).
+        val_generation: decoding used for the validation metric every epoch (greedy by default: cheap).
+        beam_validation_every_n_epochs: if > 0, also decode the first ``beam_validation_examples``
+            validation examples with ``generation`` every that many epochs (logged as ``val/beam_*``).
+        log_examples: how many validation predictions to print after each validation.
+    """
+
+    def __init__(
+        self,
+        vocab_size: int = 0,
+        pad_id: int = 0,
+        architecture: str = "transformer",
+        d_model: int = 256,
+        num_encoder_layers: int = 3,
+        num_decoder_layers: int = 3,
+        num_heads: int = 4,
+        ffn_dim: int = 1024,
+        dropout: float = 0.1,
+        positional: str = "sinusoidal",
+        max_positions: int = 1024,
+        rnn_cell: str = "lstm",
+        bidirectional: bool = True,
+        attention: str = "bahdanau",
+        input_feeding: bool = True,
+        embedding_dim: Optional[int] = None,
+        tie_embeddings: bool = True,
+        share_embeddings: bool = True,
+        label_smoothing: float = 0.1,
+        learning_rate: float = 5e-4,
+        weight_decay: float = 0.0,
+        adam_betas: Tuple[float, float] = (0.9, 0.98),
+        warmup_steps: int = 1000,
+        lr_schedule: str = "inverse_sqrt",
+        min_lr_ratio: float = 0.0,
+        generation: Optional[GenerationConfig] = None,
+        val_generation: Optional[GenerationConfig] = None,
+        beam_validation_every_n_epochs: int = 0,
+        beam_validation_examples: int = 200,
+        log_examples: int = 2,
+    ) -> None:
+        super().__init__(learning_rate, weight_decay, adam_betas, warmup_steps, lr_schedule, min_lr_ratio)
+        if vocab_size <= 0:
+            raise ValueError(
+                "model.vocab_size must be positive; it is normally linked from the data module's tokenizer "
+                "(run through the s2s-tasks CLI, or pass vocab_size)"
+            )
+        if not 0.0 <= label_smoothing < 1.0:
+            raise ValueError(f"model.label_smoothing must be in [0, 1), got {label_smoothing}")
+        self.generation = _as_generation_config(generation, GenerationConfig(strategy="beam", beam_size=4))
+        self.val_generation = _as_generation_config(val_generation, GenerationConfig(strategy="greedy"))
+        self.save_hyperparameters(ignore=["generation", "val_generation"])
+        # plain dicts keep the checkpoint loadable with weights_only=True
+        self.hparams["generation"] = dataclasses.asdict(self.generation)
+        self.hparams["val_generation"] = dataclasses.asdict(self.val_generation)
+        self.model = build_seq2seq(
+            vocab_size=vocab_size,
+            pad_id=pad_id,
+            architecture=architecture,
+            d_model=d_model,
+            num_encoder_layers=num_encoder_layers,
+            num_decoder_layers=num_decoder_layers,
+            num_heads=num_heads,
+            ffn_dim=ffn_dim,
+            dropout=dropout,
+            positional=positional,
+            max_positions=max_positions,
+            rnn_cell=rnn_cell,
+            bidirectional=bidirectional,
+            attention=attention,
+            input_feeding=input_feeding,
+            embedding_dim=embedding_dim,
+            tie_embeddings=tie_embeddings,
+            share_embeddings=share_embeddings,
+        )
+        self._eval_outputs: Dict[str, List[Tuple[int, str, List[str]]]] = {}
+        self._eval_nll: Dict[str, List[float]] = {}
+
+    # ----------------------------------------------------------------------------- loss
+    def forward(self, src_ids: torch.Tensor, src_mask: torch.Tensor, tgt_in: torch.Tensor) -> torch.Tensor:
+        """Teacher-forced logits ``(B, T, V)``."""
+        return self.model(src_ids, src_mask, tgt_in)
+
+    def _token_losses(self, batch: Dict[str, Any], label_smoothing: float) -> Tuple[torch.Tensor, torch.Tensor, int]:
+        """(smoothed loss sum, NLL sum, target token count) of a batch."""
+        logits = self(batch["src_ids"], batch["src_mask"], batch["tgt_in"]).float()
+        target = batch["tgt_out"]
+        flat_logits, flat_target = logits.reshape(-1, logits.size(-1)), target.reshape(-1)
+        pad = self.hparams.pad_id
+        nll = F.cross_entropy(flat_logits, flat_target, ignore_index=pad, reduction="sum")
+        loss = (
+            F.cross_entropy(flat_logits, flat_target, ignore_index=pad, reduction="sum", label_smoothing=label_smoothing)
+            if label_smoothing > 0
+            else nll
+        )
+        return loss, nll, int((target != pad).sum())
+
+    def training_step(self, batch: Dict[str, Any], batch_idx: int) -> torch.Tensor:
+        loss_sum, nll_sum, tokens = self._token_losses(batch, self.hparams.label_smoothing)
+        loss = loss_sum / max(tokens, 1)
+        self.log("train/loss", loss, prog_bar=True, batch_size=tokens)
+        self.log("train/nll", nll_sum.detach() / max(tokens, 1), batch_size=tokens)
+        return loss
+
+    # ----------------------------------------------------------------------------- decoding
+    @torch.no_grad()
+    def decode(self, batch: Dict[str, Any], config: GenerationConfig) -> Tuple[List[List[str]], torch.Tensor]:
+        """Generate for a batch: (n-best texts per example, scores ``(B, n_best)``)."""
+        enc_out = self.model.encode(batch["src_ids"], batch["src_mask"])
+        generator = None
+        if config.strategy == "sample" and config.seed is not None:
+            generator = torch.Generator(device=batch["src_ids"].device).manual_seed(config.seed)
+        output = generate(self.model.decoder, enc_out, bos_id=BOS_ID, eos_id=EOS_ID, config=config, generator=generator)
+        texts = [decode_batch(self.tokenizer, hyps) for hyps in output.tokens]
+        return texts, output.scores
+
+    def compute_metrics(self, hypotheses: Sequence[str], references: Sequence[Sequence[str]]) -> Tuple[Dict[str, float], Dict[str, str]]:
+        """Task metrics on detokenized text: ``({name: score}, {name: signature})``."""
+        raise NotImplementedError
+
+    # ----------------------------------------------------------------------------- evaluation
+    def _eval_step(self, batch: Dict[str, Any], stage: str) -> None:
+        _, nll_sum, tokens = self._token_losses(batch, 0.0)
+        self._eval_nll.setdefault(stage, []).extend([float(nll_sum), float(tokens)])
+        config = self.val_generation if stage == "val" else self.generation
+        texts, _ = self.decode(batch, config)
+        rows = self._eval_outputs.setdefault(stage, [])
+        rows.extend(zip(batch["index"].tolist(), [t[0] for t in texts], batch["references"]))
+        if stage == "val" and self._beam_validation_due():
+            seen = len(self._eval_outputs.get("val_beam", []))
+            if seen < self.hparams.beam_validation_examples:
+                beam_texts, _ = self.decode(batch, self.generation)
+                self._eval_outputs.setdefault("val_beam", []).extend(
+                    zip(batch["index"].tolist(), [t[0] for t in beam_texts], batch["references"])
+                )
+
+    def _beam_validation_due(self) -> bool:
+        every = self.hparams.beam_validation_every_n_epochs
+        return every > 0 and not self.trainer.sanity_checking and (self.current_epoch + 1) % every == 0
+
+    def validation_step(self, batch: Dict[str, Any], batch_idx: int) -> None:
+        self._eval_step(batch, "val")
+
+    def test_step(self, batch: Dict[str, Any], batch_idx: int) -> None:
+        self._eval_step(batch, "test")
+
+    def _finish_eval(self, stage: str) -> None:
+        nll = torch.tensor(self._eval_nll.pop(stage, [0.0, 0.0]), dtype=torch.float64).view(-1, 2).sum(0)
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            nll = nll.to(self.device)
+            torch.distributed.all_reduce(nll)
+        loss = float(nll[0] / max(float(nll[1]), 1.0))
+        metrics: Dict[str, float] = {f"{stage}/loss": loss, f"{stage}/ppl": float(torch.tensor(loss).exp())}
+        examples: List[Tuple[int, str, List[str]]] = []
+        for key, prefix in ((stage, f"{stage}/"), (f"{stage}_beam", f"{stage}/beam_")):
+            rows = self.gather_objects(self._eval_outputs.pop(key, []))
+            if not rows:
+                continue
+            rows = sorted({index: (index, hyp, refs) for index, hyp, refs in rows}.values())  # drop DDP padding duplicates
+            scores, signatures = self.compute_metrics([r[1] for r in rows], [r[2] for r in rows])
+            metrics.update({prefix + name: value for name, value in scores.items()})
+            if key == stage:
+                examples = rows
+                self._last_signatures = signatures
+        # every rank holds the gathered values already, so no further sync is needed
+        self.log_dict(metrics, prog_bar=True, sync_dist=False)
+        if not self.trainer.sanity_checking:
+            summary = " | ".join(f"{k} {v:.3f}" for k, v in metrics.items())
+            self.print(f"[{stage} epoch {self.current_epoch} step {self.global_step}] {summary}")
+            for index, hyp, refs in examples[: self.hparams.log_examples]:
+                self.print(f"  #{index} hyp: {hyp}\n  #{index} ref: {refs[0]}")
+
+    def on_validation_epoch_end(self) -> None:
+        self._finish_eval("val")
+
+    def on_test_epoch_end(self) -> None:
+        self._finish_eval("test")
+        signatures = getattr(self, "_last_signatures", {})
+        for name, signature in signatures.items():
+            self.print(f"  {name} signature: {signature}")
+
+    # ----------------------------------------------------------------------------- predict
+    def predict_step(self, batch: Dict[str, Any], batch_idx: int) -> List[Dict[str, Any]]:
+        texts, scores = self.decode(batch, self.generation)
+        records = []
+        for i, (index, source) in enumerate(zip(batch["index"].tolist(), batch["source"])):
+            record: Dict[str, Any] = {"index": index, "source": source, "prediction": texts[i][0], "score": float(scores[i, 0])}
+            if len(texts[i]) > 1:
+                record["n_best"] = [{"text": t, "score": float(s)} for t, s in zip(texts[i], scores[i].tolist())]
+            records.append(record)
+        return records

@@ -1,0 +1,1 @@
+"""Abstractive summarization: a document to a short summary, scored with ROUGE."""

@@ -1,0 +1,1 @@
+"""Machine translation: source-language text to target-language text, scored with sacreBLEU."""

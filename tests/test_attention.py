@@ -1,0 +1,181 @@
+"""Unit tests for s2s_tasks.nn.attention and s2s_tasks.nn.embedding."""
+
+import math
+
+import pytest
+import torch
+
+from s2s_tasks.nn.attention import BahdanauAttention, LuongAttention, MultiHeadAttention, masked_softmax
+from s2s_tasks.nn.embedding import Embeddings, LearnedPositionalEmbedding, SinusoidalPositionalEmbedding, TokenEmbedding
+
+B, S, Q, K = 3, 5, 6, 8
+
+
+@pytest.fixture(autouse=True, scope="module")
+def single_thread():
+    """Tiny tensors: extra intra-op threads only add overhead (and stall on a busy machine)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def _mask() -> torch.Tensor:
+    # lengths 5, 3, 1
+    return torch.arange(S).unsqueeze(0) < torch.tensor([[5], [3], [1]])
+
+
+SINGLE_QUERY = {
+    "bahdanau": (lambda: BahdanauAttention(Q, K, hidden_size=7), Q),
+    "luong_general": (lambda: LuongAttention(Q, K, score="general"), Q),
+    "luong_concat": (lambda: LuongAttention(Q, K, score="concat"), Q),
+    "luong_dot": (lambda: LuongAttention(K, K, score="dot"), K),
+}
+
+
+@pytest.mark.parametrize("name", list(SINGLE_QUERY))
+def test_single_query_attention_shapes_and_mask(name):
+    torch.manual_seed(0)
+    make, query_size = SINGLE_QUERY[name]
+    attention = make()
+    query, keys, mask = torch.randn(B, query_size), torch.randn(B, S, K), _mask()
+    context, weights = attention(query, keys, mask)
+    assert context.shape == (B, K)
+    assert weights.shape == (B, S)
+    assert torch.all(weights[~mask] == 0)
+    torch.testing.assert_close(weights.sum(-1), torch.ones(B))
+    torch.testing.assert_close(context, torch.einsum("bs,bsk->bk", weights, keys))
+    # precomputed keys give the same result
+    context2, weights2 = attention(query, keys, mask, projected_keys=attention.project_keys(keys))
+    torch.testing.assert_close(context, context2)
+    torch.testing.assert_close(weights, weights2)
+
+
+def test_luong_dot_size_mismatch():
+    with pytest.raises(ValueError, match="dot"):
+        LuongAttention(Q, K, score="dot")
+    with pytest.raises(ValueError, match="score"):
+        LuongAttention(Q, K, score="bilinear")
+
+
+def test_masked_softmax_fully_masked_row_is_zero_not_nan():
+    scores = torch.randn(2, 4, requires_grad=True)
+    mask = torch.tensor([[True, False, True, False], [False, False, False, False]])
+    weights = masked_softmax(scores, mask)
+    assert torch.all(weights[1] == 0)
+    weights.sum().backward()
+    assert torch.isfinite(scores.grad).all()
+
+
+D, H = 16, 4
+
+
+def test_mha_shapes_and_key_mask():
+    torch.manual_seed(0)
+    mha = MultiHeadAttention(D, H).eval()
+    q, kv = torch.randn(B, 4, D), torch.randn(B, S, D)
+    mask = _mask()
+    out, weights, cache = mha(q, kv, kv, key_mask=mask, need_weights=True)
+    assert out.shape == (B, 4, D)
+    assert weights.shape == (B, H, 4, S)
+    assert cache is None
+    assert torch.all(weights.masked_select(~mask[:, None, None, :].expand_as(weights)) == 0)
+    torch.testing.assert_close(weights.sum(-1), torch.ones(B, H, 4))
+    out2, weights2, _ = mha(q, kv, kv, key_mask=mask)
+    assert weights2 is None
+    torch.testing.assert_close(out, out2)
+
+
+@pytest.mark.parametrize("causal", [False, True])
+def test_mha_sdpa_matches_explicit(causal):
+    torch.manual_seed(0)
+    mha = MultiHeadAttention(D, H).eval()
+    x = torch.randn(B, S, D)
+    for mask in (None, _mask()):
+        sdpa, _, _ = mha(x, x, x, key_mask=mask, causal=causal)
+        explicit, weights, _ = mha(x, x, x, key_mask=mask, causal=causal, need_weights=True)
+        torch.testing.assert_close(sdpa, explicit, atol=1e-6, rtol=1e-5)
+        if causal:
+            assert torch.all(weights.triu(diagonal=1) == 0)
+
+
+def test_mha_fully_masked_rows_no_nan():
+    torch.manual_seed(0)
+    mha = MultiHeadAttention(D, H).eval()
+    x = torch.randn(2, S, D)
+    mask = torch.zeros(2, S, dtype=torch.bool)
+    mask[0, :2] = True
+    for need_weights in (False, True):
+        out, weights, _ = mha(x, x, x, key_mask=mask, need_weights=need_weights)
+        assert torch.isfinite(out).all()
+        # an empty row attends to nothing: the output is the output projection's bias
+        torch.testing.assert_close(out[1], mha.out_proj.bias.expand(S, D))
+        if need_weights:
+            assert torch.all(weights[1] == 0)
+
+
+def test_mha_self_attention_cache_matches_full_causal_pass():
+    torch.manual_seed(0)
+    mha = MultiHeadAttention(D, H).eval()
+    x = torch.randn(B, 6, D)
+    full, _, _ = mha(x, x, x, causal=True)
+    cache: dict = {}
+    outputs = []
+    for t in range(6):
+        step = x[:, t : t + 1]
+        out, _, cache = mha(step, step, step, causal=True, cache=cache)
+        outputs.append(out)
+    assert cache["k"].shape == (B, H, 6, D // H)
+    torch.testing.assert_close(torch.cat(outputs, dim=1), full, atol=1e-5, rtol=1e-5)
+
+    # a chunk of several positions after cached ones: causal mask offset by the cache length
+    _, _, cache = mha(x[:, :2], x[:, :2], x[:, :2], causal=True, cache={})
+    for need_weights in (False, True):
+        chunk, _, _ = mha(x[:, 2:], x[:, 2:], x[:, 2:], causal=True, cache=cache, need_weights=need_weights)
+        torch.testing.assert_close(chunk, full[:, 2:], atol=1e-5, rtol=1e-5)
+
+
+def test_mha_cross_attention_static_kv_cache_reuse():
+    torch.manual_seed(0)
+    mha = MultiHeadAttention(D, H).eval()
+    memory, mask = torch.randn(B, S, D), _mask()
+    q1, q2 = torch.randn(B, 1, D), torch.randn(B, 1, D)
+    out1, _, cache = mha(q1, memory, memory, key_mask=mask, cache={}, static_kv=True)
+    k_before = cache["k"]
+    assert k_before.shape == (B, H, S, D // H)
+    # the cached keys/values are reused: key/value arguments are not needed, nor projected again
+    out2, _, cache2 = mha(q2, None, None, key_mask=mask, cache=cache, static_kv=True)
+    assert cache2["k"] is k_before
+    expected, _, _ = mha(q2, memory, memory, key_mask=mask)
+    torch.testing.assert_close(out2, expected)
+    torch.testing.assert_close(out1, mha(q1, memory, memory, key_mask=mask)[0])
+
+
+def test_mha_heads_must_divide():
+    with pytest.raises(ValueError, match="num_heads"):
+        MultiHeadAttention(10, 3)
+
+
+def test_embeddings():
+    torch.manual_seed(0)
+    token = TokenEmbedding(11, 8, pad_id=0, scale=True)
+    assert torch.all(token.weight[0] == 0)
+    ids = torch.tensor([[1, 2, 0]])
+    torch.testing.assert_close(token(ids), token.weight[ids] * math.sqrt(8))
+
+    sinus = SinusoidalPositionalEmbedding(8, 16)
+    torch.testing.assert_close(sinus(3, offset=2), sinus(5)[2:])
+    torch.testing.assert_close(sinus(1)[0], torch.tensor([0.0, 1.0] * 4))
+    learned = LearnedPositionalEmbedding(8, 16)
+    assert learned(4, offset=1).shape == (4, 8)
+    for module in (sinus, learned):
+        with pytest.raises(ValueError, match="model.max_positions"):
+            module(4, offset=13)
+
+    emb = Embeddings(11, 8, pad_id=0, positional="sinusoidal", max_positions=16, scale=True)
+    full = emb(torch.tensor([[3, 4, 5]]))
+    torch.testing.assert_close(emb(torch.tensor([[5]]), offset=2), full[:, 2:])
+    torch.testing.assert_close(full, emb.token(torch.tensor([[3, 4, 5]])) + sinus(3))
+    assert Embeddings(11, 8, 0, positional="none").position is None
+    with pytest.raises(ValueError, match="model.positional"):
+        Embeddings(11, 8, 0, positional="rotary")

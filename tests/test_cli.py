@@ -1,0 +1,102 @@
+"""Smoke runs of every task through the `s2s-tasks` entry point, all inside tmp_path."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+from s2s_tasks.checkpoint import read_checkpoint_extras
+from s2s_tasks.cli import main
+from s2s_tasks.registry import TASKS
+
+TINY = [
+    "--model.d_model", "32", "--model.ffn_dim", "64", "--model.num_heads", "2",
+    "--model.num_encoder_layers", "1", "--model.num_decoder_layers", "1",
+    "--model.generation.max_length", "12", "--model.val_generation.max_length", "12",
+    "--model.warmup_steps", "2",
+    "--data.tokenizer_vocab_size", "300", "--data.max_tokens", "1024",
+]
+
+
+def run_common(tmp_path, task):
+    return [
+        "--task", task,
+        "--trainer.default_root_dir", str(tmp_path),
+        "--trainer.logger.init_args.save_dir", str(tmp_path / "logs"),
+        "--data.cache_dir", str(tmp_path / "hf-cache"),
+    ]
+
+
+@pytest.mark.parametrize("task", list(TASKS))
+def test_fit_test_predict_from_checkpoint(task, tmp_path, capsys):
+    common = run_common(tmp_path, task)
+    # fractions: jsonargparse reads a bare "1" for Union[int, float] as 1.0 (= 100 %)
+    main(["fit", *common, *TINY, "--trainer.max_epochs", "1", "--trainer.limit_train_batches", "0.03",
+          "--trainer.limit_val_batches", "0.2"])
+    checkpoints = sorted((tmp_path / "logs").rglob("last.ckpt"))
+    assert len(checkpoints) == 1
+    ckpt = str(checkpoints[0])
+    extras = read_checkpoint_extras(ckpt)
+    assert extras["task"] == task and '"<pad>"' in extras["tokenizer"]
+    out = capsys.readouterr().out
+    assert "[val epoch 0" in out
+
+    # test: model sizes come from the checkpoint's hyperparameters, tokenizer from the checkpoint
+    main(["test", *common, "--ckpt_path", ckpt, "--trainer.limit_test_batches", "0.5"])
+    out = capsys.readouterr().out
+    assert "[test epoch" in out and "test/loss" in out
+
+    # predict needs nothing but the checkpoint; the task is even read from it
+    inputs = ["first input line", "second, longer input line with more words", "third"]
+    predict_file = tmp_path / "input.txt"
+    predict_file.write_text("\n".join(inputs) + "\n", encoding="utf-8")
+    output_file = tmp_path / "predictions.jsonl"
+    main([
+        "predict", "--ckpt_path", ckpt, "--data.predict_file", str(predict_file),
+        "--predictions.output_file", str(output_file), "--trainer.default_root_dir", str(tmp_path),
+        "--trainer.logger", "false", "--data.cache_dir", str(tmp_path / "hf-cache"),
+    ])
+    records = [json.loads(line) for line in output_file.read_text(encoding="utf-8").splitlines()]
+    assert [r["source"] for r in records] == inputs
+    assert [r["index"] for r in records] == [1, 2, 3]
+    assert all(isinstance(r["prediction"], str) for r in records)
+
+
+def test_print_config_round_trip(tmp_path, capsys):
+    args = ["fit", *run_common(tmp_path, "translation"), *TINY, "--model.dropout", "0.3"]
+    with pytest.raises(SystemExit):
+        main([*args, "--print_config"])
+    printed = capsys.readouterr().out
+    config = yaml.safe_load(printed)
+    assert config["task"] == "translation" and config["model"]["dropout"] == 0.3
+    assert config["model"]["d_model"] == 32  # the flag overrides configs/translation.yaml
+    path = tmp_path / "config.yaml"
+    path.write_text(printed)
+    # no --task: it is read from the config file
+    with pytest.raises(SystemExit):
+        main(["fit", "--config", str(path), "--print_config"])
+    assert capsys.readouterr().out == printed
+
+
+def test_help_names_the_tasks_without_lightning():
+    code = (
+        "import sys; from s2s_tasks.cli import main\n"
+        "try:\n    main(['--help'])\nexcept SystemExit as e:\n    assert e.code == 0\n"
+        "assert 'pytorch_lightning' not in sys.modules and 'torch' not in sys.modules\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    for task in TASKS:
+        assert task in result.stdout
+
+
+def test_unknown_or_missing_task_lists_valid_ones(capsys):
+    with pytest.raises(SystemExit) as info:
+        main(["fit", "--task", "poetry"])
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert "unknown task 'poetry'" in err and "translation" in err
+    with pytest.raises(SystemExit) as info:
+        main(["fit"])
+    assert info.value.code == 2 and "--task" in capsys.readouterr().err

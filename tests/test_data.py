@@ -1,0 +1,133 @@
+"""Tokenizer, token-budget sampler and the base data module."""
+
+import json
+import random
+
+import pytest
+
+from s2s_tasks.data.datamodule import Seq2SeqCollator, Seq2SeqDataModule
+from s2s_tasks.data.sampler import TokenBudgetBatchSampler
+from s2s_tasks.data.tokenizer import (
+    BOS_ID,
+    EOS_ID,
+    PAD_ID,
+    decode_batch,
+    encode_batch,
+    load_tokenizer,
+    train_tokenizer,
+)
+
+TEXTS = [
+    "The quick brown fox jumps over the lazy dog.",
+    "Zwei junge Männer sind im Freien, nahe vieler Büsche!",
+    "Meeting with Dana moved to Friday (room 4.21).",
+] * 30
+
+
+@pytest.mark.parametrize("kind", ["bpe", "unigram"])
+def test_tokenizer_round_trip_restores_text(kind, tmp_path):
+    tokenizer = train_tokenizer(TEXTS, vocab_size=200, kind=kind)
+    assert [tokenizer.id_to_token(i) for i in range(4)] == ["<pad>", "<unk>", "<s>", "</s>"]
+    texts = ["The lazy fox meets Dana.", "Männer im Freien, nahe Büsche!"]
+    assert decode_batch(tokenizer, encode_batch(tokenizer, texts)) == texts
+    path = tmp_path / "tok.json"
+    tokenizer.save(str(path))
+    loaded = load_tokenizer(str(path))
+    assert loaded.get_vocab() == tokenizer.get_vocab()
+    assert encode_batch(loaded, texts) == encode_batch(tokenizer, texts)
+
+
+def test_tokenizer_rejects_unknown_kind_and_bad_file(tmp_path):
+    with pytest.raises(ValueError, match="data.tokenizer_kind"):
+        train_tokenizer(TEXTS, kind="nonsense")
+    bad = tmp_path / "bad.json"
+    bad.write_text("{not json")
+    with pytest.raises(ValueError, match="data.tokenizer_file"):
+        load_tokenizer(str(bad))
+
+
+@pytest.mark.parametrize("shuffle", [True, False])
+def test_sampler_yields_every_example_once_within_budget(shuffle):
+    rng = random.Random(0)
+    lengths = [rng.randint(1, 60) for _ in range(500)]
+    sampler = TokenBudgetBatchSampler(lengths, max_tokens=256, shuffle=shuffle, seed=3)
+    batches = list(sampler)
+    assert len(batches) == len(sampler)
+    seen = sorted(i for batch in batches for i in batch)
+    assert seen == list(range(500))
+    for batch in batches:
+        assert len(batch) * max(lengths[i] for i in batch) <= 256
+
+
+def test_sampler_oversized_example_gets_own_batch_and_max_batch_size():
+    sampler = TokenBudgetBatchSampler([5, 300, 5, 5, 5], max_tokens=100, max_batch_size=2, shuffle=False)
+    batches = list(sampler)
+    assert [1] in batches
+    assert all(len(b) <= 2 for b in batches)
+    assert sorted(i for b in batches for i in b) == list(range(5))
+
+
+def test_sampler_reshuffles_per_epoch_and_is_reproducible():
+    lengths = list(range(1, 200))
+    a = TokenBudgetBatchSampler(lengths, max_tokens=64, seed=1)
+    b = TokenBudgetBatchSampler(lengths, max_tokens=64, seed=1)
+    assert list(a) == list(b)
+    first = list(a)
+    a.set_epoch(1)
+    assert list(a) != first
+
+
+def test_sampler_shards_disjointly_with_equal_counts():
+    lengths = [random.Random(i).randint(1, 30) for i in range(101)]
+    shards = [list(TokenBudgetBatchSampler(lengths, max_tokens=90, seed=0, num_replicas=3, rank=r)) for r in range(3)]
+    assert len({len(s) for s in shards}) == 1
+    covered = {i for shard in shards for batch in shard for i in batch}
+    assert covered == set(range(101))
+
+
+def _write_jsonl(path, records):
+    path.write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
+
+
+def test_datamodule_encodes_batches_and_reports_skips(tmp_path, caplog):
+    records = [{"src": f"hello number {i} world", "tgt": f"hallo nummer {i} welt"} for i in range(40)]
+    records[5]["tgt"] = "   "
+    _write_jsonl(tmp_path / "train.jsonl", records)
+    _write_jsonl(tmp_path / "valid.jsonl", records[:10])
+    dm = Seq2SeqDataModule(
+        train_file=str(tmp_path / "train.jsonl"),
+        validation_file=str(tmp_path / "valid.jsonl"),
+        source_column="src",
+        target_column="tgt",
+        tokenizer_vocab_size=100,
+        max_tokens=64,
+        max_target_tokens=4,
+        cache_dir=str(tmp_path / "cache"),
+    )
+    with caplog.at_level("WARNING"):
+        dm.setup("fit")
+    assert "skipped 1 of 40 records" in caplog.text
+    assert "truncated to data.max_target_tokens=4" in caplog.text
+    split = dm.encode_split("train")
+    assert len(split) == 39 and 6 not in split.record_numbers
+    batch = Seq2SeqCollator(split, PAD_ID)([0, 1, 2])
+    assert batch["src_ids"].shape[0] == 3 and batch["src_mask"].dtype.is_floating_point is False
+    assert (batch["tgt_in"][:, 0] == BOS_ID).all()
+    assert all(EOS_ID in row.tolist() for row in batch["tgt_out"])
+    assert batch["tgt_in"].shape[1] <= 4  # BOS + at most max_target_tokens - 1 tokens
+
+
+def test_datamodule_names_missing_column_and_existing_ones(tmp_path):
+    _write_jsonl(tmp_path / "train.jsonl", [{"en": "a b", "de": "c d"}] * 3)
+    dm = Seq2SeqDataModule(train_file=str(tmp_path / "train.jsonl"), cache_dir=str(tmp_path / "cache"))
+    with pytest.raises(ValueError) as info:
+        dm.tokenizer
+    message = str(info.value)
+    assert "'source' not found" in message and "['en', 'de']" in message and "data.source_column" in message
+
+
+def test_datamodule_rejects_unknown_extension(tmp_path):
+    (tmp_path / "train.xml").write_text("<a/>")
+    dm = Seq2SeqDataModule(train_file=str(tmp_path / "train.xml"))
+    with pytest.raises(ValueError, match="unknown extension '.xml'"):
+        dm.tokenizer

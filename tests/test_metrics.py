@@ -1,0 +1,42 @@
+"""Metric adapters against hand-checkable values."""
+
+import pytest
+
+from s2s_tasks.metrics import rouge_scores, sacrebleu_scores, split_sentences
+
+
+def test_bleu_perfect_and_zero_and_signature():
+    scores, signatures = sacrebleu_scores(["the cat sat on the mat today"], ["the cat sat on the mat today"])
+    assert scores["bleu"] == pytest.approx(100.0)
+    assert scores["chrf"] == pytest.approx(100.0)
+    assert "nrefs:1" in signatures["bleu"] and "tok:13a" in signatures["bleu"]
+    scores, _ = sacrebleu_scores(["xyz uvw"], ["the cat sat on the mat today"])
+    assert scores["bleu"] < 1.0
+
+
+def test_bleu_multiple_references_take_the_best():
+    one, _ = sacrebleu_scores(["a cat sat on the mat ."], ["the cat sat on the mat ."])
+    two, signatures = sacrebleu_scores(["a cat sat on the mat ."], [["the cat sat on the mat .", "a cat sat on the mat ."]])
+    assert two["bleu"] > one["bleu"] and two["bleu"] == pytest.approx(100.0)
+    assert "nrefs:2" in signatures["bleu"]
+
+
+def test_rouge_with_stemming_and_best_reference():
+    scores = rouge_scores(["the meetings were moved"], [["lunch cancelled", "the meeting was moved"]])
+    # stemming maps meetings->meet, moved->move: unigrams the, meet, move match (3 of 4 each way)
+    assert scores["rouge1"] == pytest.approx(75.0)
+    assert set(scores) == {"rouge1", "rouge2", "rougeL", "rougeLsum"}
+
+
+def test_rouge_lsum_uses_sentence_split():
+    assert split_sentences("First one. Second one!\nThird") == ["First one.", "Second one!", "Third"]
+    hyp = "b c. a b."
+    ref = "a b. b c."
+    scores = rouge_scores([hyp], [ref])
+    assert scores["rougeLsum"] == pytest.approx(100.0)
+    assert scores["rougeL"] < 100.0
+
+
+def test_length_mismatch_is_an_error():
+    with pytest.raises(ValueError, match="2 hypotheses but 1 references"):
+        sacrebleu_scores(["a", "b"], ["a"])
