@@ -64,6 +64,4 @@ class PredictionWriter(BasePredictionWriter):
             for index in sorted(unique):
                 handle.write(json.dumps(unique[index], ensure_ascii=False) + "\n")
         os.replace(tmp, path)
-        message = f"Wrote {len(unique)} predictions to {path}"
-        log.info(message)
-        pl_module.print(message)
+        log.info("Wrote %d predictions to %s", len(unique), path)

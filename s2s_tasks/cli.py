@@ -77,9 +77,55 @@ def find_task(argv: Sequence[str]) -> Optional[str]:
     return _task_from_config_files(argv) or _task_from_checkpoint(argv)
 
 
+def _configure_logging() -> None:
+    """Show the project's INFO messages (data found, records skipped or truncated, files written)."""
+    import logging
+
+    logger = logging.getLogger("s2s_tasks")
+    if not logger.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+
+
 def _fail(message: str) -> None:
     sys.stderr.write(f"s2s-tasks: error: {message}\n")
     raise SystemExit(2)
+
+
+#: model hyperparameters that determine the weights' shapes: always taken from a checkpoint
+WEIGHT_SHAPING_KEYS = frozenset({
+    "architecture", "d_model", "num_encoder_layers", "num_decoder_layers", "num_heads", "ffn_dim",
+    "positional", "max_positions", "rnn_cell", "bidirectional", "attention", "input_feeding",
+    "embedding_dim", "tie_embeddings", "share_embeddings",
+})
+#: filled in by the data module (link_arguments), never from the checkpoint's hyperparameters
+LINKED_KEYS = frozenset({"vocab_size", "pad_id"})
+
+
+def _merge_checkpoint_hparams(current, defaults, stored: dict) -> None:
+    """Update the parsed ``model`` namespace in place with a checkpoint's hyperparameters."""
+    import logging
+
+    log = logging.getLogger("s2s_tasks.cli")
+    for key, value in stored.items():
+        if key in LINKED_KEYS or key.startswith("_") or key not in current:
+            continue
+        given, default = current[key], defaults.get(key) if defaults is not None else None
+        if isinstance(value, dict) and hasattr(given, "items"):
+            _merge_checkpoint_hparams(given, default, value)  # nested options such as generation
+            continue
+        if isinstance(value, (list, tuple)) and isinstance(given, (list, tuple)):
+            value = type(given)(value)
+        if given == value:
+            continue
+        if key in WEIGHT_SHAPING_KEYS:
+            if given != default:
+                log.warning("model.%s=%r ignored: the checkpoint was trained with %r", key, given, value)
+            current[key] = value
+        elif given == default:
+            current[key] = value
 
 
 def _build_cli_class():
@@ -95,6 +141,24 @@ def _build_cli_class():
             parser.link_arguments("data.vocab_size", "model.vocab_size", apply_on="instantiate")
             parser.link_arguments("data.pad_id", "model.pad_id", apply_on="instantiate")
 
+        def _parse_ckpt_path(self) -> None:
+            """Take the model's hyperparameters from ``--ckpt_path`` as defaults.
+
+            Lightning's own version lets the checkpoint override every flag, so e.g.
+            ``--model.generation.beam_size 8`` at predict time would be ignored. Here a value the
+            user set (one that differs from the config defaults) wins, except for the keys that
+            shape the weights, which must match the checkpoint (a differing value is reported).
+            """
+            subcommand = self.config.get("subcommand")
+            ckpt_path = self.config[subcommand].get("ckpt_path") if subcommand else None
+            if not ckpt_path or not Path(ckpt_path).is_file():
+                return
+            from s2s_tasks.checkpoint import load_checkpoint
+
+            stored_hparams = dict(load_checkpoint(ckpt_path).get("hyper_parameters") or {})
+            defaults = self._subcommand_parsers[subcommand].get_defaults().model
+            _merge_checkpoint_hparams(self.config[subcommand].model, defaults, stored_hparams)
+
         def before_instantiate_classes(self) -> None:
             config = self.config[self.subcommand]
             ckpt_path = config.get("ckpt_path")
@@ -105,8 +169,9 @@ def _build_cli_class():
     return S2STasksCLI
 
 
-def main(args: Optional[List[str]] = None) -> None:
-    """Entry point of the ``s2s-tasks`` console script."""
+def main(args: Optional[List[str]] = None):
+    """Entry point of the ``s2s-tasks`` console script; returns the LightningCLI (its ``trainer``,
+    ``model`` and ``datamodule``) when called from Python."""
     argv = list(sys.argv[1:] if args is None else args)
     task = find_task(argv)
     has_subcommand = any(a in SUBCOMMANDS for a in argv)
@@ -122,15 +187,16 @@ def main(args: Optional[List[str]] = None) -> None:
         spec = get_task(task)
     except KeyError as err:
         _fail(err.args[0])
+    _configure_logging()
     module_class, datamodule_class = spec.classes()
     cli_class = _build_cli_class()
     defaults = {"default_config_files": [str(spec.config_file)]}
-    cli_class(
+    return cli_class(
         module_class,
         datamodule_class,
         parser_kwargs={name: dict(defaults) for name in SUBCOMMANDS},
         save_config_kwargs={"overwrite": True},
-        args=argv,
+        args=None if args is None else argv,
     )
 
 

@@ -74,11 +74,20 @@ class BaseModule(pl.LightningModule):
         if datamodule is not None and getattr(datamodule, "tokenizer", None) is not None:
             self.tokenizer = datamodule.tokenizer
 
+    def label_maps(self) -> Dict[str, List[str]]:
+        """Label inventories (e.g. ``{"labels": [...]}``) saved in checkpoints; none for text generation."""
+        return {}
+
     def checkpoint_extras(self) -> Dict[str, Any]:
         """What a checkpoint needs besides weights so that ``predict`` needs no other file."""
         if self.tokenizer is None:
             raise RuntimeError("the module has no tokenizer to save; it is set from the datamodule in setup()")
-        extras: Dict[str, Any] = {"task": self.task_name, "version": __version__, "tokenizer": self.tokenizer.to_str()}
+        extras: Dict[str, Any] = {
+            "task": self.task_name,
+            "version": __version__,
+            "tokenizer": self.tokenizer.to_str(),
+            "label_maps": self.label_maps(),
+        }
         datamodule = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
         if datamodule is not None:
             extras["data_config"] = {k: v for k, v in dict(datamodule.hparams).items() if isinstance(v, (str, int, float, bool, type(None)))}

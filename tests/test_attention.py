@@ -11,13 +11,7 @@ from s2s_tasks.nn.embedding import Embeddings, LearnedPositionalEmbedding, Sinus
 B, S, Q, K = 3, 5, 6, 8
 
 
-@pytest.fixture(autouse=True, scope="module")
-def single_thread():
-    """Tiny tensors: extra intra-op threads only add overhead (and stall on a busy machine)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 def _mask() -> torch.Tensor:

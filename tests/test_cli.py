@@ -9,7 +9,9 @@ import yaml
 
 from s2s_tasks.checkpoint import read_checkpoint_extras
 from s2s_tasks.cli import main
-from s2s_tasks.registry import TASKS
+from s2s_tasks.registry import TASKS, config_dir
+
+CONFIGS = config_dir()
 
 TINY = [
     "--model.d_model", "32", "--model.ffn_dim", "64", "--model.num_heads", "2",
@@ -33,8 +35,11 @@ def run_common(tmp_path, task):
 def test_fit_test_predict_from_checkpoint(task, tmp_path, capsys):
     common = run_common(tmp_path, task)
     # fractions: jsonargparse reads a bare "1" for Union[int, float] as 1.0 (= 100 %)
-    main(["fit", *common, *TINY, "--trainer.max_epochs", "1", "--trainer.limit_train_batches", "0.03",
-          "--trainer.limit_val_batches", "0.2"])
+    cli = main(["fit", *common, *TINY, "--trainer.max_epochs", "1", "--trainer.limit_train_batches", "0.03",
+                "--trainer.limit_val_batches", "0.2", "--model.beam_validation_every_n_epochs", "1",
+                "--model.beam_validation_examples", "4"])
+    metric = "bleu" if task == "translation" else "rougeL"
+    assert {f"val/{metric}", f"val/beam_{metric}", "val/loss"} <= set(cli.trainer.callback_metrics)
     checkpoints = sorted((tmp_path / "logs").rglob("last.ckpt"))
     assert len(checkpoints) == 1
     ckpt = str(checkpoints[0])
@@ -43,7 +48,9 @@ def test_fit_test_predict_from_checkpoint(task, tmp_path, capsys):
     out = capsys.readouterr().out
     assert "[val epoch 0" in out
 
-    # test: model sizes come from the checkpoint's hyperparameters, tokenizer from the checkpoint
+    # validate/test: model sizes come from the checkpoint's hyperparameters, tokenizer from the checkpoint
+    validated = main(["validate", *common, "--ckpt_path", ckpt, "--trainer.limit_val_batches", "0.2"])
+    assert validated.model.hparams.d_model == 32 and f"val/{metric}" in validated.trainer.callback_metrics
     main(["test", *common, "--ckpt_path", ckpt, "--trainer.limit_test_batches", "0.5"])
     out = capsys.readouterr().out
     assert "[test epoch" in out and "test/loss" in out
@@ -57,11 +64,26 @@ def test_fit_test_predict_from_checkpoint(task, tmp_path, capsys):
         "predict", "--ckpt_path", ckpt, "--data.predict_file", str(predict_file),
         "--predictions.output_file", str(output_file), "--trainer.default_root_dir", str(tmp_path),
         "--trainer.logger", "false", "--data.cache_dir", str(tmp_path / "hf-cache"),
+        "--model.generation.n_best", "2",  # a flag given at predict time wins over the checkpoint's value
     ])
     records = [json.loads(line) for line in output_file.read_text(encoding="utf-8").splitlines()]
     assert [r["source"] for r in records] == inputs
     assert [r["index"] for r in records] == [1, 2, 3]
     assert all(isinstance(r["prediction"], str) for r in records)
+    assert all(len(r["n_best"]) == 2 and r["n_best"][0]["text"] == r["prediction"] for r in records)
+
+
+@pytest.mark.parametrize("preset", ["lstm-bahdanau", "gru-luong"])
+def test_rnn_presets_fit_through_the_cli(preset, tmp_path):
+    cli = main([
+        "fit", *run_common(tmp_path, "translation"), "--model", str(CONFIGS / "model" / f"{preset}.yaml"),
+        "--model.d_model", "32", "--model.embedding_dim", "32", "--model.val_generation.max_length", "8",
+        "--data.tokenizer_vocab_size", "300", "--data.max_tokens", "512",
+        "--trainer.max_epochs", "1", "--trainer.limit_train_batches", "0.02", "--trainer.limit_val_batches", "0.2",
+    ])
+    assert cli.model.hparams.architecture == "rnn"
+    assert cli.model.hparams.attention == ("bahdanau" if preset == "lstm-bahdanau" else "luong_general")
+    assert "val/bleu" in cli.trainer.callback_metrics
 
 
 def test_print_config_round_trip(tmp_path, capsys):

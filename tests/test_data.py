@@ -131,3 +131,54 @@ def test_datamodule_rejects_unknown_extension(tmp_path):
     dm = Seq2SeqDataModule(train_file=str(tmp_path / "train.xml"))
     with pytest.raises(ValueError, match="unknown extension '.xml'"):
         dm.tokenizer
+
+
+def test_datamodule_reads_jsonl_csv_tsv_parquet_alike(tmp_path):
+    import csv
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    records = [{"en": f"sentence {i}, with a comma", "de": f"satz {i}"} for i in range(12)]
+    _write_jsonl(tmp_path / "d.jsonl", records)
+    for suffix, delimiter in ((".csv", ","), (".tsv", "\t")):
+        with open(tmp_path / f"d{suffix}", "w", newline="", encoding="utf-8") as handle:
+            writer = csv.DictWriter(handle, fieldnames=["en", "de"], delimiter=delimiter)
+            writer.writeheader()
+            writer.writerows(records)
+    pq.write_table(pa.Table.from_pylist(records), tmp_path / "d.parquet")
+    tokenizer_file = tmp_path / "tok.json"
+    train_tokenizer([r["en"] for r in records] + [r["de"] for r in records], vocab_size=80).save(str(tokenizer_file))
+    encoded = {}
+    for suffix in (".jsonl", ".csv", ".tsv", ".parquet"):
+        dm = Seq2SeqDataModule(
+            train_file=str(tmp_path / f"d{suffix}"), source_column="en", target_column="de",
+            tokenizer_file=str(tokenizer_file), cache_dir=str(tmp_path / "cache"),
+        )
+        split = dm.encode_split("train")
+        encoded[suffix] = (split.src_ids, split.tgt_ids, split.sources)
+    assert all(value == encoded[".jsonl"] for value in encoded.values())
+    assert encoded[".jsonl"][2][3] == "sentence 3, with a comma"
+
+
+def test_predict_txt_file_gives_one_record_per_line(tmp_path):
+    (tmp_path / "in.txt").write_text("first line\nsecond line\n", encoding="utf-8")
+    tokenizer_file = tmp_path / "tok.json"
+    train_tokenizer(TEXTS, vocab_size=120).save(str(tokenizer_file))
+    dm = Seq2SeqDataModule(predict_file=str(tmp_path / "in.txt"), tokenizer_file=str(tokenizer_file), cache_dir=str(tmp_path / "c"))
+    split = dm.encode_split("predict")
+    assert split.sources == ["first line", "second line"] and split.tgt_ids is None
+    batch = next(iter(dm.predict_dataloader()))
+    assert sorted(batch["index"].tolist()) == [1, 2] and "tgt_in" not in batch
+
+
+def test_dataset_name_path_loads_splits_by_name(tmp_path):
+    # a local folder is a valid `datasets.load_dataset` name: exercises data.dataset offline
+    folder = tmp_path / "my_dataset"
+    folder.mkdir()
+    for split, n in (("train", 20), ("validation", 5)):
+        _write_jsonl(folder / f"{split}.jsonl", [{"source": f"{split} text {i}", "target": f"ziel {i}"} for i in range(n)])
+    dm = Seq2SeqDataModule(dataset=str(folder), tokenizer_vocab_size=80, cache_dir=str(tmp_path / "cache"))
+    dm.setup("fit")
+    assert len(dm.encode_split("train")) == 20 and len(dm.encode_split("validation")) == 5
+    assert dm.encode_split("validation").sources[0] == "validation text 0"

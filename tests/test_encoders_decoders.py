@@ -18,13 +18,7 @@ V, PAD, B, S, T = 13, 0, 3, 6, 5
 LENGTHS = torch.tensor([6, 4, 2])
 
 
-@pytest.fixture(autouse=True, scope="module")
-def single_thread():
-    """Tiny tensors: extra intra-op threads only add overhead (and stall on a busy machine)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 def _source():

@@ -8,6 +8,7 @@ batched ``map`` and batched under a token budget over length buckets.
 from __future__ import annotations
 
 import logging
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, List, Optional
@@ -21,6 +22,10 @@ from s2s_tasks.data.sampler import TokenBudgetBatchSampler
 from s2s_tasks.data.tokenizer import BOS_ID, EOS_ID, PAD_ID, encode_batch, iter_texts, load_tokenizer, train_tokenizer
 
 log = logging.getLogger(__name__)
+
+# Lightning warns that it cannot force drop_last=False on a custom batch sampler at predict time;
+# TokenBudgetBatchSampler never drops an example (tests/test_data.py checks it).
+warnings.filterwarnings("ignore", message="You are using a custom batch sampler", category=UserWarning)
 
 SPLITS = ("train", "validation", "test", "predict")
 
@@ -222,7 +227,7 @@ class Seq2SeqDataModule(pl.LightningDataModule):
                     hp.tokenizer_kind, hp.tokenizer_vocab_size,
                 )
                 self._tokenizer = train_tokenizer(
-                    iter_texts([train[hp.source_column], train[hp.target_column]]),
+                    iter_texts([list(train[hp.source_column]), list(train[hp.target_column])]),
                     vocab_size=hp.tokenizer_vocab_size,
                     kind=hp.tokenizer_kind,
                     min_frequency=hp.min_frequency,
@@ -253,7 +258,7 @@ class Seq2SeqDataModule(pl.LightningDataModule):
         target_column = columns.get("data.target_column")
         references_column = columns.get("data.references_column")
         for key, column in columns.items():
-            check_text_values(dataset[column], origin, column, key, allow_list=(key == "data.references_column"))
+            check_text_values(list(dataset[column]), origin, column, key, allow_list=(key == "data.references_column"))
 
         tokenizer = self.tokenizer
         max_src, max_tgt = hp.max_source_tokens - 1, hp.max_target_tokens - 1
@@ -268,8 +273,9 @@ class Seq2SeqDataModule(pl.LightningDataModule):
             return out
 
         encoded = dataset.map(encode, batched=True, batch_size=1000, desc=f"Tokenizing {split}")
-        sources = encoded[source_column]
-        targets = encoded[target_column] if target_column else None
+        # materialise columns once: datasets >= 4 returns lazy Column objects, slow to index per row
+        sources = list(encoded[source_column])
+        targets = list(encoded[target_column]) if target_column else None
         keep = [
             i
             for i in range(len(encoded))
@@ -285,16 +291,17 @@ class Seq2SeqDataModule(pl.LightningDataModule):
             raise ValueError(f"{origin}: no usable records (all {len(encoded)} have empty text)")
         for field, limit in (("src", "max_source_tokens"), ("tgt", "max_target_tokens")):
             if f"{field}_truncated" in encoded.column_names:
-                count = sum(encoded[f"{field}_truncated"][i] for i in keep)
+                flags = list(encoded[f"{field}_truncated"])
+                count = sum(flags[i] for i in keep)
                 if count:
                     log.warning(
                         "%s: %d of %d records truncated to data.%s=%d tokens",
                         origin, count, len(keep), limit, getattr(hp, limit),
                     )
-        src_ids = encoded["src_ids"]
-        tgt_ids = encoded["tgt_ids"] if target_column else None
+        src_ids = list(encoded["src_ids"])
+        tgt_ids = list(encoded["tgt_ids"]) if target_column else None
         if references_column is not None:
-            raw_refs = encoded[references_column]
+            raw_refs = list(encoded[references_column])
             references = [[r] if isinstance(r, str) else list(r) for r in (raw_refs[i] for i in keep)]
         elif targets is not None:
             references = [[targets[i]] for i in keep]

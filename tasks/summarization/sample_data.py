@@ -26,7 +26,7 @@ Generative process
 
 The **target** is the subject line, a fixed function of the key fact alone, for example
 ``Meeting with Dana moved to Friday``, ``Invoice 4821 overdue`` or ``Lunch at Rosa's
-cancelled`` (3 to 8 words): mostly slot values copied from the email plus a few template words.
+cancelled`` (3 to 7 words): mostly slot values copied from the email plus a few template words.
 
 Sizes: train 4000, validation 200, test 200 emails, plus 20 source-only emails in
 ``predict.txt``; no email occurs twice across all of them. Every email is a single line.
@@ -34,11 +34,11 @@ Sizes: train 4000, validation 200, test 200 emails, plus 20 source-only emails i
 
 from __future__ import annotations
 
-import argparse
-import json
 import random
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Tuple
+
+from s2s_tasks.data import sample_files
 
 SIZES = {"train": 4000, "validation": 200, "test": 200}
 N_PREDICT = 20
@@ -92,7 +92,8 @@ class Event:
 
     def __init__(self, name: str, slots: Tuple[str, ...], subject: str, templates: List[str],
                  details: List[str]):
-        self.name, self.slots, self.subject, self.templates, self.details = name, slots, subject, templates, details
+        self.name, self.slots, self.subject = name, slots, subject
+        self.templates, self.details = templates, details
 
 
 SLOT_SAMPLERS: Dict[str, Callable[[random.Random], str]] = {
@@ -322,7 +323,8 @@ def make_email(rng: random.Random) -> Tuple[str, str]:
     greeting = rng.choice(GREETINGS)
     rcpt = _fresh(rng, "name", used.setdefault("name", []))
     sender = _fresh(rng, "name", used["name"] + [rcpt])
-    parts = ([greeting.format(rcpt=rcpt)] if greeting else []) + body + [rng.choice(SIGNOFFS).format(sender=sender)]
+    signoff = rng.choice(SIGNOFFS).format(sender=sender)
+    parts = ([greeting.format(rcpt=rcpt)] if greeting else []) + body + [signoff]
     subject = _cap(event.subject.format(**key))
     return " ".join(parts), subject
 
@@ -343,39 +345,21 @@ def generate(seed: int, n: int) -> List[Dict[str, str]]:
 
 def make_splits(seed: int = 0) -> Dict[str, List[Dict[str, str]]]:
     """Train / validation / test records ``{"source", "target"}``; no source in two splits."""
-    records = generate(seed, sum(SIZES.values()))
-    splits, start = {}, 0
-    for name, size in SIZES.items():
-        splits[name] = records[start:start + size]
-        start += size
-    return splits
+    return sample_files.make_splits(generate, SIZES, seed)
 
 
 def predict_lines(seed: int = 0) -> List[str]:
     """20 emails that occur in none of the splits (the same generator, continued)."""
-    records = generate(seed, sum(SIZES.values()) + N_PREDICT)
-    return [r["source"] for r in records[-N_PREDICT:]]
+    return sample_files.predict_lines(generate, SIZES, N_PREDICT, seed)
 
 
 def write(directory, seed: int = 0) -> None:
     """Write train/validation/test.jsonl and predict.txt into ``directory``."""
-    out = Path(directory)
-    out.mkdir(parents=True, exist_ok=True)
-    for name, records in make_splits(seed).items():
-        with open(out / f"{name}.jsonl", "w", encoding="utf-8", newline="\n") as f:
-            for record in records:
-                f.write(json.dumps(record, ensure_ascii=False) + "\n")
-    with open(out / "predict.txt", "w", encoding="utf-8", newline="\n") as f:
-        for line in predict_lines(seed):
-            f.write(line + "\n")
+    sample_files.write_files(directory, make_splits(seed), predict_lines(seed))
 
 
 def main(argv: Optional[List[str]] = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", default=str(SAMPLE_DIR), help="output folder (default: %(default)s)")
-    parser.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
-    args = parser.parse_args(argv)
-    write(args.out, args.seed)
+    sample_files.command_line(__doc__.splitlines()[0], SAMPLE_DIR, write, argv)
 
 
 if __name__ == "__main__":

@@ -20,7 +20,7 @@ A sentence is drawn as a small syntax tree, then rendered twice, once per langua
   sentences of 4 to 15 source words are kept.
 * **Noun phrases.** A determiner (``the``, ``a``, ``this``/``these``, ``my``/``his``/``our``,
   ``some``, numbers two to ten, or none in the plural), zero to two adjectives (colours
-  included) and one of 63 nouns with its plural.
+  included) and one of 64 nouns with its plural.
 
 The target side is not word-for-word substitution; it follows German-like rules:
 
@@ -45,11 +45,11 @@ Sizes: train 4000, validation 200, test 200 pairs, plus 20 source-only lines in
 
 from __future__ import annotations
 
-import argparse
-import json
 import random
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
+
+from s2s_tasks.data import sample_files
 
 SIZES = {"train": 4000, "validation": 200, "test": 200}
 N_PREDICT = 20
@@ -320,9 +320,10 @@ class NP:
     """A noun phrase rendered in both languages; ``tgt(case)`` gives the target words."""
 
     def __init__(self, en: List[str], noun: Optional[str], plural: bool, det_kind: Optional[str],
-                 decl: str, adjs: List[str], number_tgt: Optional[str], pronoun: Optional[Tuple[str, str, str]] = None):
-        self.en, self.noun, self.plural = en, noun, plural
-        self.det_kind, self.decl, self.adjs, self.number_tgt, self.pronoun = det_kind, decl, adjs, number_tgt, pronoun
+                 decl: str, adjs: List[str], number_tgt: Optional[str],
+                 pronoun: Optional[Tuple[str, str, str]] = None):
+        self.en, self.noun, self.plural, self.pronoun = en, noun, plural, pronoun
+        self.det_kind, self.decl, self.adjs, self.number_tgt = det_kind, decl, adjs, number_tgt
 
     @property
     def pn(self) -> str:
@@ -597,39 +598,21 @@ def generate(seed: int, n: int) -> List[Dict[str, str]]:
 
 def make_splits(seed: int = 0) -> Dict[str, List[Dict[str, str]]]:
     """Train / validation / test records ``{"source", "target"}``; no source in two splits."""
-    records = generate(seed, sum(SIZES.values()))
-    splits, start = {}, 0
-    for name, size in SIZES.items():
-        splits[name] = records[start:start + size]
-        start += size
-    return splits
+    return sample_files.make_splits(generate, SIZES, seed)
 
 
 def predict_lines(seed: int = 0) -> List[str]:
     """20 source sentences that occur in none of the splits (the same generator, continued)."""
-    records = generate(seed, sum(SIZES.values()) + N_PREDICT)
-    return [r["source"] for r in records[-N_PREDICT:]]
+    return sample_files.predict_lines(generate, SIZES, N_PREDICT, seed)
 
 
 def write(directory, seed: int = 0) -> None:
     """Write train/validation/test.jsonl and predict.txt into ``directory``."""
-    out = Path(directory)
-    out.mkdir(parents=True, exist_ok=True)
-    for name, records in make_splits(seed).items():
-        with open(out / f"{name}.jsonl", "w", encoding="utf-8", newline="\n") as f:
-            for record in records:
-                f.write(json.dumps(record, ensure_ascii=False) + "\n")
-    with open(out / "predict.txt", "w", encoding="utf-8", newline="\n") as f:
-        for line in predict_lines(seed):
-            f.write(line + "\n")
+    sample_files.write_files(directory, make_splits(seed), predict_lines(seed))
 
 
 def main(argv: Optional[List[str]] = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", default=str(SAMPLE_DIR), help="output folder (default: %(default)s)")
-    parser.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
-    args = parser.parse_args(argv)
-    write(args.out, args.seed)
+    sample_files.command_line(__doc__.splitlines()[0], SAMPLE_DIR, write, argv)
 
 
 if __name__ == "__main__":
