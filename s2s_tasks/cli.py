@@ -98,23 +98,33 @@ def _fail(message: str) -> None:
 WEIGHT_SHAPING_KEYS = frozenset({
     "architecture", "d_model", "num_encoder_layers", "num_decoder_layers", "num_heads", "ffn_dim",
     "positional", "max_positions", "rnn_cell", "bidirectional", "attention", "input_feeding",
-    "embedding_dim", "tie_embeddings", "share_embeddings",
+    "embedding_dim", "tie_embeddings", "share_embeddings", "copy_attention", "copy_attention_head",
+    "coverage_attention",
 })
 #: filled in by the data module (link_arguments), never from the checkpoint's hyperparameters
 LINKED_KEYS = frozenset({"vocab_size", "pad_id"})
 
 
-def _merge_checkpoint_hparams(current, defaults, stored: dict) -> None:
-    """Update the parsed ``model`` namespace in place with a checkpoint's hyperparameters."""
+#: data settings that describe where data is and how it is batched, not how text is encoded:
+#: never taken from a checkpoint
+DATA_LOCATION_KEYS = frozenset({
+    "train_file", "validation_file", "test_file", "predict_file", "dataset", "dataset_config",
+    "train_split", "validation_split", "test_split", "tokenizer_file", "cache_dir", "num_workers",
+    "max_tokens", "eval_max_tokens", "max_batch_size", "seed",
+})
+
+
+def _merge_checkpoint_hparams(current, defaults, stored: dict, skip: frozenset = LINKED_KEYS, section: str = "model") -> None:
+    """Update a parsed namespace (``model`` or ``data``) in place with a checkpoint's hyperparameters."""
     import logging
 
     log = logging.getLogger("s2s_tasks.cli")
     for key, value in stored.items():
-        if key in LINKED_KEYS or key.startswith("_") or key not in current:
+        if key in skip or key.startswith("_") or key not in current:
             continue
         given, default = current[key], defaults.get(key) if defaults is not None else None
         if isinstance(value, dict) and hasattr(given, "items"):
-            _merge_checkpoint_hparams(given, default, value)  # nested options such as generation
+            _merge_checkpoint_hparams(given, default, value, skip, section)  # nested options such as generation
             continue
         if isinstance(value, (list, tuple)) and isinstance(given, (list, tuple)):
             value = type(given)(value)
@@ -122,7 +132,7 @@ def _merge_checkpoint_hparams(current, defaults, stored: dict) -> None:
             continue
         if key in WEIGHT_SHAPING_KEYS:
             if given != default:
-                log.warning("model.%s=%r ignored: the checkpoint was trained with %r", key, given, value)
+                log.warning("%s.%s=%r ignored: the checkpoint was trained with %r", section, key, given, value)
             current[key] = value
         elif given == default:
             current[key] = value
@@ -142,7 +152,7 @@ def _build_cli_class():
             parser.link_arguments("data.pad_id", "model.pad_id", apply_on="instantiate")
 
         def _parse_ckpt_path(self) -> None:
-            """Take the model's hyperparameters from ``--ckpt_path`` as defaults.
+            """Take the model's (and the data encoding's) hyperparameters from ``--ckpt_path`` as defaults.
 
             Lightning's own version lets the checkpoint override every flag, so e.g.
             ``--model.generation.beam_size 8`` at predict time would be ignored. Here a value the
@@ -155,9 +165,13 @@ def _build_cli_class():
                 return
             from s2s_tasks.checkpoint import load_checkpoint
 
-            stored_hparams = dict(load_checkpoint(ckpt_path).get("hyper_parameters") or {})
-            defaults = self._subcommand_parsers[subcommand].get_defaults().model
-            _merge_checkpoint_hparams(self.config[subcommand].model, defaults, stored_hparams)
+            checkpoint = load_checkpoint(ckpt_path)
+            defaults = self._subcommand_parsers[subcommand].get_defaults()
+            config = self.config[subcommand]
+            _merge_checkpoint_hparams(config.model, defaults.model, dict(checkpoint.get("hyper_parameters") or {}))
+            # how text was encoded (columns, lengths, lowercasing, task options) also defaults to the checkpoint's
+            data_hparams = dict(checkpoint.get("datamodule_hyper_parameters") or {})
+            _merge_checkpoint_hparams(config.data, defaults.data, data_hparams, DATA_LOCATION_KEYS, "data")
 
         def before_instantiate_classes(self) -> None:
             config = self.config[self.subcommand]
@@ -171,7 +185,9 @@ def _build_cli_class():
 
 def main(args: Optional[List[str]] = None):
     """Entry point of the ``s2s-tasks`` console script; returns the LightningCLI (its ``trainer``,
-    ``model`` and ``datamodule``) when called from Python."""
+    ``model`` and ``datamodule``) when called from Python with ``args``, and None when it reads
+    ``sys.argv`` (the console script passes the return value to ``sys.exit``, which would turn
+    any object into exit status 1)."""
     argv = list(sys.argv[1:] if args is None else args)
     task = find_task(argv)
     has_subcommand = any(a in SUBCOMMANDS for a in argv)
@@ -191,13 +207,14 @@ def main(args: Optional[List[str]] = None):
     module_class, datamodule_class = spec.classes()
     cli_class = _build_cli_class()
     defaults = {"default_config_files": [str(spec.config_file)]}
-    return cli_class(
+    cli = cli_class(
         module_class,
         datamodule_class,
         parser_kwargs={name: dict(defaults) for name in SUBCOMMANDS},
         save_config_kwargs={"overwrite": True},
         args=None if args is None else argv,
     )
+    return None if args is None else cli
 
 
 if __name__ == "__main__":

@@ -21,6 +21,16 @@ Conventions shared by every strategy
   ``max_lengths[b] < min_length`` the maximum wins.
 * ``no_repeat_ngram_size`` (n > 0): a token that would repeat an n-gram already in the
   hypothesis is masked (fairseq's n-gram blocking, vectorised over all hypotheses).
+* ``repetition_penalty`` (``theta != 1``): the logit ``x_i`` of every token already in the
+  hypothesis becomes ``x_i / theta`` if ``x_i > 0`` and ``x_i * theta`` otherwise, before the
+  log-softmax (Keskar et al., 2019, "CTRL: A Conditional Transformer Language Model for
+  Controllable Generation", arXiv:1909.05858, §4.1, with the sign fix of the reference
+  implementation so that ``theta > 1`` always lowers the token's probability). It is computed
+  for all hypotheses at once from a ``(N, V)`` token-presence tensor (``scatter`` of the prefix).
+  The search then ranks and scores with the penalised distribution, so with ``theta != 1``
+  scores are no longer the model's own log-probabilities. A decoder that returns
+  log-probabilities (copy attention) is penalised the same way: its values are all ``<= 0``, so
+  they are multiplied by ``theta``.
 * Log-probabilities are computed in float32 whatever the decoder's dtype; masks are applied
   after the log-softmax, without renormalising (fairseq's convention), so scores are the
   model's log-probabilities of the chosen tokens.
@@ -81,6 +91,7 @@ __all__ = [
     "beam_search",
     "sample",
     "top_k_top_p_filter",
+    "apply_repetition_penalty",
     "per_example_max_lengths",
 ]
 
@@ -110,6 +121,8 @@ class GenerationConfig:
         min_length: EOS is forbidden before this many tokens.
         length_penalty: beam scores are ``sum log p / len ** length_penalty``; 0 disables.
         no_repeat_ngram_size: if > 0, no n-gram of that size occurs twice in a hypothesis.
+        repetition_penalty: CTRL's penalty ``theta`` on tokens already generated (``> 1``
+            discourages repeats, ``1.0`` is off; Keskar et al., 2019).
         temperature, top_k, top_p: sampling only (``top_k=0`` and ``top_p=1.0`` are off).
         seed: seed of the sampling generator used by :func:`generate` when none is passed.
     """
@@ -123,6 +136,7 @@ class GenerationConfig:
     min_length: int = 0
     length_penalty: float = 1.0
     no_repeat_ngram_size: int = 0
+    repetition_penalty: float = 1.0
     temperature: float = 1.0
     top_k: int = 0
     top_p: float = 1.0
@@ -154,6 +168,8 @@ class GenerationConfig:
             fail("length_penalty", "must be a finite number")
         if self.no_repeat_ngram_size < 0:
             fail("no_repeat_ngram_size", "must be >= 0")
+        if not self.repetition_penalty > 0 or not math.isfinite(self.repetition_penalty):
+            fail("repetition_penalty", "must be a finite number > 0 (1.0 disables it)")
         if not self.temperature > 0 or not math.isfinite(self.temperature):
             fail("temperature", "must be > 0")
         if self.top_k < 0:
@@ -211,10 +227,26 @@ def _reorder(decoder: Any) -> Callable[[Cache, Tensor], Cache]:
     return getattr(decoder, "reorder_cache", None) or reorder_cache
 
 
-def _log_probs(logits: Tensor, rows: int) -> Tensor:
+def apply_repetition_penalty(logits: Tensor, prefix: Optional[Tensor], penalty: float) -> Tensor:
+    """CTRL's repetition penalty (Keskar et al., 2019, §4.1) on ``logits (N, V)``.
+
+    Every token that occurs in ``prefix (N, t)`` gets ``x / penalty`` if its logit ``x`` is
+    positive and ``x * penalty`` otherwise; other tokens are unchanged. Vectorised over all rows
+    (batch x beam) through a ``(N, V)`` presence mask built with one ``scatter``. Returns a new
+    tensor (float32 when computed).
+    """
+    if penalty == 1.0 or prefix is None or prefix.size(1) == 0:
+        return logits
+    logits = logits.float()
+    seen = torch.zeros_like(logits, dtype=torch.bool).scatter_(1, prefix, True)
+    penalised = torch.where(logits > 0, logits / penalty, logits * penalty)
+    return torch.where(seen, penalised, logits)
+
+
+def _log_probs(logits: Tensor, rows: int, prefix: Optional[Tensor] = None, repetition_penalty: float = 1.0) -> Tensor:
     if logits.dim() != 2 or logits.size(0) != rows:
         raise ValueError(f"decoder.step must return logits of shape ({rows}, V), got {tuple(logits.shape)}")
-    return F.log_softmax(logits.float(), dim=-1)
+    return F.log_softmax(apply_repetition_penalty(logits.float(), prefix, repetition_penalty), dim=-1)
 
 
 def _banned_ngrams(prefix: Tensor, n: int, vocab: int) -> Tensor:
@@ -291,6 +323,7 @@ def _sequential_search(
     min_length: int,
     no_repeat_ngram_size: int,
     choose: Callable[[Tensor], Tensor],
+    repetition_penalty: float = 1.0,
 ) -> Tuple[Tensor, Tensor, Tensor]:
     """Run ``choose((N, V) masked log-probs) -> (N,) tokens`` until every row emitted EOS.
 
@@ -311,9 +344,9 @@ def _sequential_search(
     enc = enc_out
     for t in range(steps):
         logits, cache = decoder.step(last, enc, cache)
-        prefix = out_tokens[alive, :t] if no_repeat_ngram_size > 0 else None
+        prefix = out_tokens[alive, :t] if no_repeat_ngram_size > 0 or repetition_penalty != 1.0 else None
         lprobs = _constrain(
-            _log_probs(logits, alive.numel()),
+            _log_probs(logits, alive.numel(), prefix, repetition_penalty),
             t,
             eos_id=eos_id,
             min_length=min_length,
@@ -347,6 +380,7 @@ def greedy_search(
     max_lengths: Union[Tensor, int],
     min_length: int = 0,
     no_repeat_ngram_size: int = 0,
+    repetition_penalty: float = 1.0,
 ) -> GenerationOutput:
     """Pick the most probable token at each step.
 
@@ -355,10 +389,12 @@ def greedy_search(
         enc_out: ``EncoderOutput`` of batch ``B``.
         max_lengths: ``(B,)`` long (or an int for all): new tokens allowed, EOS excluded.
         min_length: EOS forbidden before this many tokens.
+        repetition_penalty: CTRL's penalty on tokens already generated (1.0 is off).
 
     Returns:
         ``GenerationOutput`` with ``n_best = 1``; scores are sums of log-probs, EOS included.
     """
+    _check_repetition_penalty(repetition_penalty)
     batch, device = enc_out.states.size(0), enc_out.states.device
     max_lengths = _as_lengths(max_lengths, batch, device)
     if batch == 0:
@@ -372,9 +408,15 @@ def greedy_search(
         min_length=min_length,
         no_repeat_ngram_size=no_repeat_ngram_size,
         choose=lambda lprobs: lprobs.argmax(-1),
+        repetition_penalty=repetition_penalty,
     )
     scores = scores.unsqueeze(1)
     return GenerationOutput(_to_lists(tokens.unsqueeze(1), lengths.unsqueeze(1), scores), scores)
+
+
+def _check_repetition_penalty(penalty: float) -> None:
+    if not penalty > 0 or not math.isfinite(penalty):
+        raise ValueError(f"repetition_penalty must be a finite number > 0, got {penalty}")
 
 
 def _check_filter_args(top_k: int, top_p: float) -> None:
@@ -424,6 +466,7 @@ def sample(
     top_p: float = 1.0,
     n_best: int = 1,
     no_repeat_ngram_size: int = 0,
+    repetition_penalty: float = 1.0,
     generator: Optional[torch.Generator] = None,
 ) -> GenerationOutput:
     """Draw ``n_best`` independent samples per input (temperature, top-k, top-p).
@@ -436,6 +479,7 @@ def sample(
         raise ValueError(f"n_best must be >= 1, got {n_best}")
     if not temperature > 0:
         raise ValueError(f"temperature must be > 0, got {temperature}")
+    _check_repetition_penalty(repetition_penalty)
     _check_filter_args(top_k, top_p)
     batch, device = enc_out.states.size(0), enc_out.states.device
     max_lengths = _as_lengths(max_lengths, batch, device)
@@ -458,6 +502,7 @@ def sample(
         min_length=min_length,
         no_repeat_ngram_size=no_repeat_ngram_size,
         choose=choose,
+        repetition_penalty=repetition_penalty,
     )
     scores, order = scores.view(batch, n_best).sort(dim=1, descending=True)
     tokens = tokens.view(batch, n_best, -1).gather(1, order.unsqueeze(2).expand(-1, -1, tokens.size(1)))
@@ -483,6 +528,7 @@ def beam_search(
     min_length: int = 0,
     length_penalty: float = 1.0,
     no_repeat_ngram_size: int = 0,
+    repetition_penalty: float = 1.0,
 ) -> GenerationOutput:
     """Beam search with fairseq's EOS bookkeeping (see the module docstring).
 
@@ -497,6 +543,7 @@ def beam_search(
         raise ValueError(f"beam_size must be >= 1, got {beam_size}")
     if not 1 <= n_best <= beam_size:
         raise ValueError(f"n_best must be between 1 and beam_size ({beam_size}), got {n_best}")
+    _check_repetition_penalty(repetition_penalty)
     batch, device = enc_out.states.size(0), enc_out.states.device
     max_lengths = _as_lengths(max_lengths, batch, device)
     if batch == 0:
@@ -523,13 +570,14 @@ def beam_search(
     for t in range(steps):
         n = alive.numel()
         logits, cache = decoder.step(tokens[:, t], enc, cache)
+        prefix = tokens[:, 1 : t + 1]  # (n * k, t) without BOS
         lprobs = _constrain(
-            _log_probs(logits, n * k),
+            _log_probs(logits, n * k, prefix, repetition_penalty),
             t,
             eos_id=eos_id,
             min_length=min_length,
             max_lengths=limits.repeat_interleave(k),
-            prefix=tokens[:, 1 : t + 1] if no_repeat_ngram_size > 0 else None,
+            prefix=prefix if no_repeat_ngram_size > 0 else None,
             no_repeat_ngram_size=no_repeat_ngram_size,
         )
         vocab = lprobs.size(1)
@@ -609,6 +657,7 @@ def generate(
         max_lengths=max_lengths,
         min_length=config.min_length,
         no_repeat_ngram_size=config.no_repeat_ngram_size,
+        repetition_penalty=config.repetition_penalty,
     )
     if config.strategy == "greedy":
         return greedy_search(decoder, enc_out, **common)

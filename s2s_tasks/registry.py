@@ -54,6 +54,12 @@ TASKS: Dict[str, TaskSpec] = {
             "s2s_tasks.tasks.summarization.data:SummarizationDataModule",
             "document to short summary; ROUGE-1/2/L/Lsum",
         ),
+        TaskSpec(
+            "dialogue",
+            "s2s_tasks.tasks.dialogue.model:DialogueModule",
+            "s2s_tasks.tasks.dialogue.data:DialogueDataModule",
+            "multi-turn history to the next turn; BLEU-1/2, Distinct-1/2, perplexity",
+        ),
     )
 }
 

@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from s2s_tasks.data.tokenizer import BOS_ID, EOS_ID, decode_batch
 from s2s_tasks.generation import GenerationConfig, generate
 from s2s_tasks.module import BaseModule
+from s2s_tasks.nn.copy import coverage_loss
 from s2s_tasks.nn.seq2seq import build_seq2seq
 
 
@@ -33,6 +34,16 @@ class Seq2SeqModule(BaseModule):
 
     Args:
         vocab_size, pad_id: set by the data module (linked by the CLI).
+        copy_attention: pointer-generator decoder (See et al., 2017): the output mixes generating
+            from the vocabulary with copying source tokens (see :mod:`s2s_tasks.nn.copy`).
+        copy_attention_head: Transformer only: the last-layer cross-attention head whose
+            weights are the copy distribution (default: the mean over heads).
+        coverage_attention: RNN only: the attention scores also see the coverage vector, the
+            sum of the previous steps' attention (See et al., 2017, eq. 11).
+        coverage_loss_weight: weight ``lambda`` of the coverage loss ``sum_t sum_i min(a_t,i, c_t,i)``
+            per target token (See et al., 2017, eq. 12-13) added to the training loss and logged
+            as ``train/coverage_loss``; it penalises the decoder's attention over the source (the
+            copy distribution when ``copy_attention``). 0 disables it.
         label_smoothing: label smoothing of the training loss (Szegedy et al. 2016).
         generation: decoding used by test and predict (and validation every
             ``beam_validation_every_n_epochs``).
@@ -62,6 +73,10 @@ class Seq2SeqModule(BaseModule):
         embedding_dim: Optional[int] = None,
         tie_embeddings: bool = True,
         share_embeddings: bool = True,
+        copy_attention: bool = False,
+        copy_attention_head: Optional[int] = None,
+        coverage_attention: bool = False,
+        coverage_loss_weight: float = 0.0,
         label_smoothing: float = 0.1,
         learning_rate: float = 5e-4,
         weight_decay: float = 0.0,
@@ -83,6 +98,8 @@ class Seq2SeqModule(BaseModule):
             )
         if not 0.0 <= label_smoothing < 1.0:
             raise ValueError(f"model.label_smoothing must be in [0, 1), got {label_smoothing}")
+        if not coverage_loss_weight >= 0:
+            raise ValueError(f"model.coverage_loss_weight must be >= 0 (0 disables coverage), got {coverage_loss_weight}")
         self.generation = _as_generation_config(generation, GenerationConfig(strategy="beam", beam_size=4))
         self.val_generation = _as_generation_config(val_generation, GenerationConfig(strategy="greedy"))
         self.save_hyperparameters(ignore=["generation", "val_generation"])
@@ -108,6 +125,9 @@ class Seq2SeqModule(BaseModule):
             embedding_dim=embedding_dim,
             tie_embeddings=tie_embeddings,
             share_embeddings=share_embeddings,
+            copy_attention=copy_attention,
+            copy_attention_head=copy_attention_head,
+            coverage_attention=coverage_attention,
         )
         self._eval_outputs: Dict[str, List[Tuple[int, str, List[str]]]] = {}
         self._eval_nll: Dict[str, List[float]] = {}
@@ -119,7 +139,14 @@ class Seq2SeqModule(BaseModule):
 
     def _token_losses(self, batch: Dict[str, Any], label_smoothing: float) -> Tuple[torch.Tensor, torch.Tensor, int]:
         """(smoothed loss sum, NLL sum, target token count) of a batch."""
-        logits = self(batch["src_ids"], batch["src_mask"], batch["tgt_in"]).float()
+        return self._losses_from_logits(self(batch["src_ids"], batch["src_mask"], batch["tgt_in"]), batch, label_smoothing)
+
+    def _losses_from_logits(
+        self, logits: torch.Tensor, batch: Dict[str, Any], label_smoothing: float
+    ) -> Tuple[torch.Tensor, torch.Tensor, int]:
+        # With copy attention the "logits" are log-probabilities; cross_entropy's log_softmax
+        # leaves them unchanged, so NLL and label smoothing need no special case.
+        logits = logits.float()
         target = batch["tgt_out"]
         flat_logits, flat_target = logits.reshape(-1, logits.size(-1)), target.reshape(-1)
         pad = self.hparams.pad_id
@@ -131,12 +158,33 @@ class Seq2SeqModule(BaseModule):
         )
         return loss, nll, int((target != pad).sum())
 
+    def training_losses(self, batch: Dict[str, Any]) -> Dict[str, torch.Tensor]:
+        """Per-token training losses of a batch: ``loss`` (what is optimised), ``nll`` and, when
+        ``coverage_loss_weight > 0``, ``coverage_loss`` (unweighted; ``loss`` includes
+        ``coverage_loss_weight * coverage_loss``, See et al., 2017, eq. 13)."""
+        weight = self.hparams.get("coverage_loss_weight", 0.0)
+        tokens_mask = batch["tgt_out"] != self.hparams.pad_id
+        if weight > 0:
+            logits, attention = self.model(batch["src_ids"], batch["src_mask"], batch["tgt_in"], return_attention=True)
+        else:
+            logits, attention = self(batch["src_ids"], batch["src_mask"], batch["tgt_in"]), None
+        loss_sum, nll_sum, tokens = self._losses_from_logits(logits, batch, self.hparams.label_smoothing)
+        denominator = max(tokens, 1)
+        out = {"loss": loss_sum / denominator, "nll": nll_sum.detach() / denominator, "tokens": torch.tensor(tokens)}
+        if attention is not None:
+            coverage = coverage_loss(attention, tokens_mask) / denominator
+            out["coverage_loss"] = coverage
+            out["loss"] = out["loss"] + weight * coverage
+        return out
+
     def training_step(self, batch: Dict[str, Any], batch_idx: int) -> torch.Tensor:
-        loss_sum, nll_sum, tokens = self._token_losses(batch, self.hparams.label_smoothing)
-        loss = loss_sum / max(tokens, 1)
-        self.log("train/loss", loss, prog_bar=True, batch_size=tokens)
-        self.log("train/nll", nll_sum.detach() / max(tokens, 1), batch_size=tokens)
-        return loss
+        losses = self.training_losses(batch)
+        tokens = int(losses["tokens"])
+        self.log("train/loss", losses["loss"], prog_bar=True, batch_size=tokens)
+        self.log("train/nll", losses["nll"], batch_size=tokens)
+        if "coverage_loss" in losses:
+            self.log("train/coverage_loss", losses["coverage_loss"].detach(), batch_size=tokens)
+        return losses["loss"]
 
     # ----------------------------------------------------------------------------- decoding
     @torch.no_grad()

@@ -22,6 +22,10 @@ TINY = [
 ]
 
 
+#: the metric each task's smoke test expects in validation (also as val/beam_<metric>)
+MAIN_METRIC = {"translation": "bleu", "summarization": "rougeL", "dialogue": "bleu2"}
+
+
 def run_common(tmp_path, task):
     return [
         "--task", task,
@@ -37,8 +41,8 @@ def test_fit_test_predict_from_checkpoint(task, tmp_path, capsys):
     # fractions: jsonargparse reads a bare "1" for Union[int, float] as 1.0 (= 100 %)
     cli = main(["fit", *common, *TINY, "--trainer.max_epochs", "1", "--trainer.limit_train_batches", "0.03",
                 "--trainer.limit_val_batches", "0.2", "--model.beam_validation_every_n_epochs", "1",
-                "--model.beam_validation_examples", "4"])
-    metric = "bleu" if task == "translation" else "rougeL"
+                "--model.beam_validation_examples", "4", "--data.max_source_tokens", "200"])
+    metric = MAIN_METRIC[task]
     assert {f"val/{metric}", f"val/beam_{metric}", "val/loss"} <= set(cli.trainer.callback_metrics)
     checkpoints = sorted((tmp_path / "logs").rglob("last.ckpt"))
     assert len(checkpoints) == 1
@@ -60,7 +64,7 @@ def test_fit_test_predict_from_checkpoint(task, tmp_path, capsys):
     predict_file = tmp_path / "input.txt"
     predict_file.write_text("\n".join(inputs) + "\n", encoding="utf-8")
     output_file = tmp_path / "predictions.jsonl"
-    main([
+    predicted = main([
         "predict", "--ckpt_path", ckpt, "--data.predict_file", str(predict_file),
         "--predictions.output_file", str(output_file), "--trainer.default_root_dir", str(tmp_path),
         "--trainer.logger", "false", "--data.cache_dir", str(tmp_path / "hf-cache"),
@@ -71,6 +75,8 @@ def test_fit_test_predict_from_checkpoint(task, tmp_path, capsys):
     assert [r["index"] for r in records] == [1, 2, 3]
     assert all(isinstance(r["prediction"], str) for r in records)
     assert all(len(r["n_best"]) == 2 and r["n_best"][0]["text"] == r["prediction"] for r in records)
+    # how text was encoded at training time is the default at predict time too
+    assert predicted.datamodule.hparams.max_source_tokens == 200
 
 
 @pytest.mark.parametrize("preset", ["lstm-bahdanau", "gru-luong"])
@@ -122,3 +128,13 @@ def test_unknown_or_missing_task_lists_valid_ones(capsys):
     with pytest.raises(SystemExit) as info:
         main(["fit"])
     assert info.value.code == 2 and "--task" in capsys.readouterr().err
+
+
+def test_console_script_exits_zero(tmp_path):
+    """The console script passes main()'s return value to sys.exit: a successful run must exit 0."""
+    common = run_common(tmp_path, "dialogue")
+    args = ["fit", *common, *TINY, "--trainer.max_epochs", "1", "--trainer.limit_train_batches", "2",
+            "--trainer.limit_val_batches", "1", "--trainer.enable_progress_bar", "false"]
+    code = "import sys; from s2s_tasks.cli import main; sys.argv = ['s2s-tasks', *sys.argv[1:]]; sys.exit(main())"
+    result = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-2000:]

@@ -517,3 +517,94 @@ def test_top_k_and_top_p_combined_and_off():
         top_k_top_p_filter(logits, top_k=-1)
     with pytest.raises(ValueError):
         top_k_top_p_filter(logits, top_p=0.0)
+
+
+# --------------------------------------------------------------------------------------------
+# Repetition penalty (Keskar et al., 2019)
+# --------------------------------------------------------------------------------------------
+
+
+def test_repetition_penalty_config_validation():
+    for bad in (0.0, -1.0, float("inf"), float("nan")):
+        with pytest.raises(ValueError, match=r"model\.generation\.repetition_penalty"):
+            GenerationConfig(repetition_penalty=bad)
+    GenerationConfig(repetition_penalty=1.3)
+    with pytest.raises(ValueError, match="repetition_penalty"):
+        greedy_search(ToyDecoder(5), make_enc(1, 5), bos_id=BOS, eos_id=EOS, max_lengths=3, repetition_penalty=0.0)
+
+
+def test_apply_repetition_penalty_divides_positive_and_multiplies_negative():
+    logits = torch.tensor([[2.0, -1.0, 0.5, 3.0], [1.0, 1.0, -2.0, -4.0]])
+    prefix = torch.tensor([[0, 1, 1], [2, 3, 2]])  # repeated tokens are penalised once
+    out = generation.apply_repetition_penalty(logits, prefix, 2.0)
+    expected = torch.tensor([[1.0, -2.0, 0.5, 3.0], [1.0, 1.0, -4.0, -8.0]])
+    torch.testing.assert_close(out, expected)
+    assert generation.apply_repetition_penalty(logits, prefix, 1.0) is logits
+    assert generation.apply_repetition_penalty(logits, prefix[:, :0], 2.0) is logits
+
+
+def test_repetition_penalty_one_changes_nothing():
+    vocab, batch = 8, 3
+    dec = ToyDecoder(vocab, seed=3, src_weight=1.0)
+    enc = make_enc(batch, vocab, seed=3)
+    ml = lengths([4, 6, 8], batch)
+    plain, penalised = run_all(dec, enc, ml), run_all(dec, enc, ml, repetition_penalty=1.0)
+    for name in plain:
+        assert plain[name].tokens == penalised[name].tokens, name
+        torch.testing.assert_close(plain[name].scores, penalised[name].scores)
+
+
+def _repeating_decoder(vocab: int = 6) -> TableDecoder:
+    # Token 2 is the clear favourite after everything, then 3, then the rest; EOS is unlikely.
+    logp = torch.full((12, vocab, vocab), 0.5)
+    logp[:, :, 2] = 2.0
+    logp[:, :, 3] = 1.0
+    logp[:, :, EOS] = -20.0
+    return TableDecoder(logp)
+
+
+def test_large_repetition_penalty_prevents_repeats_in_every_strategy():
+    vocab, batch = 6, 3
+    dec, enc = _repeating_decoder(vocab), make_enc(batch, vocab)
+    ml = lengths(4, batch)
+    free = run_all(dec, enc, ml)
+    assert all(hyps[0] == [2, 2, 2, 2] for out in (free["greedy"], free["beam"]) for hyps in out.tokens)
+    # theta = 100 on positive logits: used tokens drop to 0.02 / 0.01 / 0.005, below every unused one.
+    out = run_all(dec, enc, ml, repetition_penalty=100.0)
+    for name in ("greedy", "beam"):
+        for hyps in out[name].tokens:
+            h = hyps[0]
+            assert len(h) == 4 and len(set(h)) == 4, (name, h)
+    assert out["greedy"].tokens[0][0] == [2, 3, 0, 4]
+    # On a decoder that returns log-probabilities (all <= 0, as copy attention does) the
+    # penalty multiplies: used tokens fall below every unused one, in every strategy.
+    logp_dec = TableDecoder(torch.log_softmax(dec.table, dim=-1))
+    assert all(hyps[0] == [2, 2, 2, 2] for hyps in run_all(logp_dec, enc, ml)["greedy"].tokens)
+    for name, res in run_all(logp_dec, enc, ml, repetition_penalty=50.0).items():
+        for hyps in res.tokens:
+            h = hyps[0]
+            assert len(h) == 4 and len(set(h)) == 4, (name, h)
+
+
+def test_repetition_penalty_batch_and_beams_match_single_inputs():
+    vocab, batch = 9, 4
+    dec = ToyDecoder(vocab, seed=7, src_weight=1.5)
+    enc = make_enc(batch, vocab, seed=7)
+    max_lengths = [2, 9, 4, 6]
+    kw = dict(bos_id=BOS, eos_id=EOS, repetition_penalty=1.8)
+    together = beam_search(dec, enc, beam_size=3, n_best=2, max_lengths=lengths(max_lengths, batch), **kw)
+    greedy_together = greedy_search(dec, enc, max_lengths=lengths(max_lengths, batch), **kw)
+    plain = beam_search(dec, enc, bos_id=BOS, eos_id=EOS, beam_size=3, n_best=2, max_lengths=lengths(max_lengths, batch))
+    assert together.tokens != plain.tokens  # the penalty does act here
+    for b in range(batch):
+        alone = beam_search(dec, row(enc, b), beam_size=3, n_best=2, max_lengths=lengths(max_lengths[b], 1), **kw)
+        assert together.tokens[b] == alone.tokens[0]
+        torch.testing.assert_close(together.scores[b], alone.scores[0])
+        greedy_alone = greedy_search(dec, row(enc, b), max_lengths=lengths(max_lengths[b], 1), **kw)
+        assert greedy_together.tokens[b] == greedy_alone.tokens[0]
+    # beam size 1 still equals greedy under the penalty
+    beam1 = beam_search(dec, enc, beam_size=1, max_lengths=lengths(max_lengths, batch), length_penalty=0.0, **kw)
+    assert beam1.tokens == greedy_together.tokens
+    torch.testing.assert_close(beam1.scores, greedy_together.scores)
+    cfg = GenerationConfig(strategy="sample", n_best=2, max_length=6, seed=1, repetition_penalty=1.8)
+    assert generate(dec, enc, bos_id=BOS, eos_id=EOS, config=cfg).tokens == generate(dec, enc, bos_id=BOS, eos_id=EOS, config=cfg).tokens

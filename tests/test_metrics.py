@@ -40,3 +40,30 @@ def test_rouge_lsum_uses_sentence_split():
 def test_length_mismatch_is_an_error():
     with pytest.raises(ValueError, match="2 hypotheses but 1 references"):
         sacrebleu_scores(["a", "b"], ["a"])
+
+
+def test_distinct_n_hand_computed():
+    from s2s_tasks.metrics import distinct_n
+
+    # 13a tokens: "Hello , hello world !" and "hello world"
+    texts = ["Hello, hello world!", "hello world"]
+    assert distinct_n(texts, 1) == pytest.approx(100 * 5 / 7)  # Hello , hello world !
+    assert distinct_n(texts, 2) == pytest.approx(100 * 4 / 5)  # "hello world" twice; no bigram spans two texts
+    assert distinct_n(texts, 1, lowercase=True) == pytest.approx(100 * 4 / 7)
+    assert distinct_n(["a a a a"], 1) == pytest.approx(25.0)
+    assert distinct_n([], 1) == 0.0 and distinct_n(["one"], 2) == 0.0
+
+
+def test_bleu_n_orders_and_brevity_penalty():
+    import math
+
+    from s2s_tasks.metrics import bleu_n_scores
+
+    scores, signatures = bleu_n_scores(["the cat sat"], ["the cat sat on the mat"])
+    # every 1- and 2-gram matches; brevity penalty exp(1 - 6/3)
+    assert scores["bleu1"] == pytest.approx(100 * math.exp(-1))
+    assert scores["bleu2"] == pytest.approx(100 * math.exp(-1))
+    assert "max_ngram_order:1" in signatures["bleu1"] and "tok:13a" in signatures["bleu1"]
+    scores, _ = bleu_n_scores(["the mat sat"], ["the cat sat"])
+    assert scores["bleu1"] == pytest.approx(100 * 2 / 3)  # 2 of 3 unigrams, no brevity penalty
+    assert scores["bleu2"] < scores["bleu1"]

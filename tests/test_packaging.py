@@ -21,6 +21,8 @@ def test_wheel_installs_tasks_configs_and_sample_data(tmp_path):
         "s2s_tasks/tasks/translation/model.py",
         "s2s_tasks/tasks/translation/sample/train.jsonl",
         "s2s_tasks/tasks/summarization/sample/predict.txt",
+        "s2s_tasks/tasks/dialogue/sample/validation.jsonl",
+        "s2s_tasks/configs/dialogue.yaml",
         "s2s_tasks/configs/translation.yaml",
         "s2s_tasks/configs/model/lstm-bahdanau.yaml",
     ):

@@ -11,7 +11,9 @@ from pathlib import Path
 import pytest
 
 TASKS_DIR = Path(__file__).resolve().parent.parent / "tasks"
-TASKS = ["translation", "summarization"]
+TASKS = ["translation", "summarization", "dialogue"]
+#: (source field, target field) of each task's records; dialogue's source is a list of turns
+FIELDS = {"translation": ("source", "target"), "summarization": ("source", "target"), "dialogue": ("history", "response")}
 FILES = ["train.jsonl", "validation.jsonl", "test.jsonl", "predict.txt"]
 SIZES = {"train": 4000, "validation": 200, "test": 200}
 N_PREDICT = 20
@@ -39,6 +41,17 @@ def generator(task):
 @pytest.fixture(scope="module")
 def splits(generator):
     return generator.make_splits(0)
+
+
+def source_key(task: str, record) -> str:
+    """The source as one hashable text (a dialogue history joined by its default separator)."""
+    value = record[FIELDS[task][0]]
+    return value if isinstance(value, str) else " </s> ".join(value)
+
+
+def check_text(value) -> None:
+    assert isinstance(value, str) and value.strip() and value == value.strip()
+    assert "\n" not in value and "</s>" not in value
 
 
 def read_jsonl(path: Path):
@@ -74,27 +87,31 @@ def test_committed_files(task):
         records = read_jsonl(path)
         assert len(records) == size
         for record in records:
-            assert set(record) == {"source", "target"}
+            assert set(record) == set(FIELDS[task])
     lines = (folder / "predict.txt").read_text(encoding="utf-8").split("\n")
     assert lines[-1] == "" and len(lines) - 1 == N_PREDICT
     assert total < 2_000_000
 
 
-def test_sizes_and_fields(splits):
+def test_sizes_and_fields(task, splits):
     assert {name: len(records) for name, records in splits.items()} == SIZES
+    source, target = FIELDS[task]
     for records in splits.values():
         for record in records:
-            assert set(record) == {"source", "target"}
-            for field in ("source", "target"):
-                value = record[field]
-                assert isinstance(value, str) and value.strip() and value == value.strip()
-                assert "\n" not in value
+            assert set(record) == {source, target}
+            check_text(record[target])
+            if task == "dialogue":
+                assert isinstance(record[source], list) and record[source]
+                for turn in record[source]:
+                    check_text(turn)
+            else:
+                check_text(record[source])
 
 
-def test_splits_and_predict_disjoint(generator, splits):
+def test_splits_and_predict_disjoint(task, generator, splits):
     seen = set()
     for records in splits.values():
-        sources = [r["source"] for r in records]
+        sources = [source_key(task, r) for r in records]
         assert len(set(sources)) == len(sources)
         assert seen.isdisjoint(sources)
         seen.update(sources)
@@ -110,7 +127,23 @@ def test_deterministic_and_seeded(generator, splits):
     assert other["train"][:50] != splits["train"][:50]
 
 
-def test_not_a_copy(splits):
-    """The target is a real transformation of the source, not the source itself."""
-    records = splits["validation"]
-    assert sum(r["source"] == r["target"] for r in records) == 0
+def test_not_a_copy(task, splits):
+    """The target is a real transformation of the source, not the source itself (nor one of its turns)."""
+    source, target = FIELDS[task]
+    for record in splits["validation"]:
+        value = record[source]
+        assert record[target] not in ([value] if isinstance(value, str) else value)
+
+
+def test_dialogue_responses_follow_from_the_history():
+    """The sample is learnable: the same history never gets two different responses, and the
+    responses mirror what was said earlier (e.g. a name given several turns back)."""
+    records = [r for split in load_generator("dialogue").make_splits(0).values() for r in split]
+    assert len({tuple(r["history"]) for r in records}) == len(records)
+    confirmations = [r for r in records if r["response"].startswith("Thank you, ") and "booked for" in r["response"]]
+    assert len(confirmations) > 50
+    for record in confirmations:
+        name = record["response"][len("Thank you, "):].split(".")[0]
+        assert name in record["history"][-1]
+    lengths = {len(r["history"]) for r in records}
+    assert min(lengths) == 1 and max(lengths) >= 7

@@ -11,7 +11,7 @@ import logging
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, ClassVar, Dict, List, Mapping, Optional, Tuple
 
 import pytorch_lightning as pl
 import torch
@@ -19,7 +19,16 @@ from torch.utils.data import DataLoader, Dataset
 
 from s2s_tasks.data.loading import check_columns, check_text_values, load_hub_split, load_split_file
 from s2s_tasks.data.sampler import TokenBudgetBatchSampler
-from s2s_tasks.data.tokenizer import BOS_ID, EOS_ID, PAD_ID, encode_batch, iter_texts, load_tokenizer, train_tokenizer
+from s2s_tasks.data.tokenizer import (
+    BOS_ID,
+    EOS_ID,
+    PAD_ID,
+    check_extra_special_tokens,
+    encode_batch,
+    iter_texts,
+    load_tokenizer,
+    train_tokenizer,
+)
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +45,7 @@ class EncodedSplit(Dataset):
 
     src_ids: List[List[int]]
     tgt_ids: Optional[List[List[int]]]
-    sources: List[str]
+    sources: List[Any]  # the raw source values: text (or a list of texts where a task allows it)
     references: Optional[List[List[str]]]
     record_numbers: List[int]  # 1-based position in the input file, so outputs keep input order
 
@@ -115,6 +124,18 @@ class Seq2SeqDataModule(pl.LightningDataModule):
 
     #: folder holding the task's embedded ``train/validation/test.jsonl`` and ``predict.txt``
     sample_dir: Optional[Path] = None
+
+    # ---- hooks for tasks whose source is more than one text (e.g. a dialogue history) ----------
+    #: extra special tokens of the task (e.g. turn markers): registered when a tokenizer is
+    #: trained (never split, dropped when decoding) and required in a loaded one
+    special_tokens: ClassVar[Tuple[str, ...]] = ()
+    #: whether ``data.source_column`` may hold a list of texts besides plain text
+    list_sources: ClassVar[bool] = False
+    #: boolean columns returned by :meth:`encode_sources` -> what a True means; each is counted
+    #: over the kept records and reported as "N of M records <message>" (formatted with the hparams)
+    source_flags: ClassVar[Dict[str, str]] = {
+        "src_truncated": "truncated to data.max_source_tokens={max_source_tokens} tokens",
+    }
 
     def __init__(
         self,
@@ -213,7 +234,9 @@ class Seq2SeqDataModule(pl.LightningDataModule):
         if self._tokenizer is None:
             hp = self.hparams
             if hp.tokenizer_file is not None:
-                self._tokenizer = load_tokenizer(hp.tokenizer_file)
+                tokenizer = load_tokenizer(hp.tokenizer_file)
+                check_extra_special_tokens(tokenizer, self.special_tokens, f"data.tokenizer_file {hp.tokenizer_file}")
+                self._tokenizer = tokenizer
             else:
                 if self._split_source("train") is None:
                     raise ValueError(
@@ -226,12 +249,14 @@ class Seq2SeqDataModule(pl.LightningDataModule):
                     "Training a %s tokenizer (data.tokenizer_vocab_size=%d) on the training split",
                     hp.tokenizer_kind, hp.tokenizer_vocab_size,
                 )
+                source_texts = (t for v in train[hp.source_column] for t in self.source_segments(v, hp))
                 self._tokenizer = train_tokenizer(
-                    iter_texts([list(train[hp.source_column]), list(train[hp.target_column])]),
+                    iter_texts([source_texts, list(train[hp.target_column])]),
                     vocab_size=hp.tokenizer_vocab_size,
                     kind=hp.tokenizer_kind,
                     min_frequency=hp.min_frequency,
                     lowercase=hp.lowercase,
+                    extra_special_tokens=self.special_tokens,
                 )
         return self._tokenizer
 
@@ -245,6 +270,27 @@ class Seq2SeqDataModule(pl.LightningDataModule):
         return PAD_ID
 
     # ----------------------------------------------------------------------------- encoding
+    # The two hooks are classmethods taking the hyperparameters explicitly: the batched
+    # ``datasets.map`` hashes its function (the cache key), which must not pickle the data module.
+    @classmethod
+    def source_segments(cls, value: Any, hparams: Mapping[str, Any]) -> List[str]:
+        """The texts inside one raw source value: what the tokenizer is trained on and what the
+        empty-record check looks at. Default: the value itself (``[]`` when missing)."""
+        return [value] if value else []
+
+    @classmethod
+    def encode_sources(cls, values: List[Any], tokenizer, hparams: Mapping[str, Any]) -> Dict[str, list]:
+        """Token ids of a batch of raw source values.
+
+        Returns:
+            ``{"src_ids": [[id, ..., EOS]], ...}``: one list per value, at most
+            ``max_source_tokens`` long and ending in ``</s>``, plus one list of booleans per key of
+            :attr:`source_flags`. Default: the text encoded and cut at the end (``src_truncated``).
+        """
+        limit = hparams["max_source_tokens"] - 1
+        ids = encode_batch(tokenizer, [v or "" for v in values])
+        return {"src_ids": [i[:limit] + [EOS_ID] for i in ids], "src_truncated": [len(i) > limit for i in ids]}
+
     def encode_split(self, split: str) -> EncodedSplit:
         """Tokenize a split (once); records with empty text are skipped, counted and reported."""
         if split in self._encoded:
@@ -258,14 +304,15 @@ class Seq2SeqDataModule(pl.LightningDataModule):
         target_column = columns.get("data.target_column")
         references_column = columns.get("data.references_column")
         for key, column in columns.items():
-            check_text_values(list(dataset[column]), origin, column, key, allow_list=(key == "data.references_column"))
+            allow_list = key == "data.references_column" or (key == "data.source_column" and self.list_sources)
+            check_text_values(list(dataset[column]), origin, column, key, allow_list=allow_list)
 
         tokenizer = self.tokenizer
-        max_src, max_tgt = hp.max_source_tokens - 1, hp.max_target_tokens - 1
+        max_tgt = hp.max_target_tokens - 1
+        encode_sources, hparams = type(self).encode_sources, dict(hp)
 
         def encode(batch: Dict[str, list]) -> Dict[str, list]:
-            src = encode_batch(tokenizer, [s or "" for s in batch[source_column]])
-            out = {"src_ids": [ids[:max_src] + [EOS_ID] for ids in src], "src_truncated": [len(i) > max_src for i in src]}
+            out = encode_sources(batch[source_column], tokenizer, hparams)
             if target_column is not None:
                 tgt = encode_batch(tokenizer, [t or "" for t in batch[target_column]])
                 out["tgt_ids"] = [ids[:max_tgt] for ids in tgt]
@@ -279,7 +326,7 @@ class Seq2SeqDataModule(pl.LightningDataModule):
         keep = [
             i
             for i in range(len(encoded))
-            if (sources[i] or "").strip() and (targets is None or (targets[i] or "").strip())
+            if any(t.strip() for t in self.source_segments(sources[i], hp)) and (targets is None or (targets[i] or "").strip())
         ]
         skipped = len(encoded) - len(keep)
         if skipped:
@@ -289,15 +336,14 @@ class Seq2SeqDataModule(pl.LightningDataModule):
             )
         if not keep:
             raise ValueError(f"{origin}: no usable records (all {len(encoded)} have empty text)")
-        for field, limit in (("src", "max_source_tokens"), ("tgt", "max_target_tokens")):
-            if f"{field}_truncated" in encoded.column_names:
-                flags = list(encoded[f"{field}_truncated"])
-                count = sum(flags[i] for i in keep)
-                if count:
-                    log.warning(
-                        "%s: %d of %d records truncated to data.%s=%d tokens",
-                        origin, count, len(keep), limit, getattr(hp, limit),
-                    )
+        messages = dict(self.source_flags)
+        if target_column is not None:
+            messages["tgt_truncated"] = "truncated to data.max_target_tokens={max_target_tokens} tokens"
+        for column, message in messages.items():
+            flags = list(encoded[column])
+            count = sum(flags[i] for i in keep)
+            if count:
+                log.warning("%s: %d of %d records %s", origin, count, len(keep), message.format(**hp))
         src_ids = list(encoded["src_ids"])
         tgt_ids = list(encoded["tgt_ids"]) if target_column else None
         if references_column is not None:

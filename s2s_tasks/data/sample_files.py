@@ -1,8 +1,9 @@
 """Shared plumbing of the tasks' sample-data generators (``tasks/NAME/sample_data.py``).
 
 A generator provides ``generate(seed, n) -> [{"source", "target"}, ...]`` (deterministic, no
-repeated source); this module cuts the stream into disjoint splits, takes the prediction inputs
-from its continuation and writes the files byte-for-byte reproducibly.
+repeated source; a task may use other fields, e.g. dialogue's ``{"history": [...], "response"}``);
+this module cuts the stream into disjoint splits, takes the prediction inputs from its
+continuation and writes the files byte-for-byte reproducibly.
 """
 
 from __future__ import annotations
@@ -10,9 +11,9 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
-from typing import Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional
 
-Records = List[Dict[str, str]]
+Records = List[Dict[str, Any]]
 Generator = Callable[[int, int], Records]
 
 
@@ -26,10 +27,14 @@ def make_splits(generate: Generator, sizes: Dict[str, int], seed: int) -> Dict[s
     return splits
 
 
-def predict_lines(generate: Generator, sizes: Dict[str, int], count: int, seed: int) -> List[str]:
-    """``count`` sources that occur in none of the splits (the same stream, continued)."""
+def predict_lines(
+    generate: Generator, sizes: Dict[str, int], count: int, seed: int,
+    line: Callable[[Dict[str, Any]], str] = lambda record: record["source"],
+) -> List[str]:
+    """``count`` sources that occur in none of the splits (the same stream, continued), each
+    made one line of text by ``line`` (default: the ``source`` field)."""
     records = generate(seed, sum(sizes.values()) + count)
-    return [r["source"] for r in records[-count:]]
+    return [line(r) for r in records[-count:]]
 
 
 def write_files(directory, splits: Dict[str, Records], lines: List[str]) -> None:

@@ -8,7 +8,6 @@ on them: ``<pad>`` 0, ``<unk>`` 1, ``<s>`` 2, ``</s>`` 3.
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 from typing import Iterable, Iterator, List, Optional, Sequence
@@ -72,6 +71,23 @@ def check_special_tokens(tokenizer: Tokenizer, origin: str) -> None:
                 f"Tokenizers used with s2s-tasks must define {SPECIAL_TOKENS} as ids 0-3; "
                 "train one by leaving data.tokenizer_file unset."
             )
+
+
+def check_extra_special_tokens(tokenizer: Tokenizer, tokens: Sequence[str], origin: str) -> None:
+    """Raise unless each of ``tokens`` is a special token of ``tokenizer`` (in the vocabulary,
+    never split when encoding and dropped when decoding).
+
+    Args:
+        origin: names the tokenizer in the message, e.g. ``"data.tokenizer_file tok.json"``.
+    """
+    special = {t.content for t in tokenizer.get_added_tokens_decoder().values() if t.special}
+    missing = [t for t in tokens if t not in special]
+    if missing:
+        raise ValueError(
+            f"{origin}: the tokenizer lacks the special tokens {missing} that this task needs "
+            f"(it must register {list(tokens)}). Leave data.tokenizer_file unset to train a tokenizer "
+            "with them, or add them to yours as special tokens (tokenizer.add_special_tokens)."
+        )
 
 
 def tokenizer_from_json(text: str, origin: str) -> Tokenizer:

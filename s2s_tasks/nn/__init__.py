@@ -1,6 +1,7 @@
 """Plain ``torch.nn`` building blocks (no Lightning): embeddings, attention, encoders, decoders."""
 
 from .attention import AttentionMechanism, BahdanauAttention, LuongAttention, MultiHeadAttention, masked_softmax
+from .copy import PointerGenerator, coverage_loss
 from .decoders import Decoder, RNNDecoder, TransformerDecoder
 from .embedding import Embeddings, LearnedPositionalEmbedding, SinusoidalPositionalEmbedding, TokenEmbedding
 from .encoders import Encoder, RNNEncoder, TransformerEncoder
@@ -18,6 +19,7 @@ __all__ = [
     "LearnedPositionalEmbedding",
     "LuongAttention",
     "MultiHeadAttention",
+    "PointerGenerator",
     "RNNDecoder",
     "RNNEncoder",
     "Seq2Seq",
@@ -26,6 +28,7 @@ __all__ = [
     "TransformerDecoder",
     "TransformerEncoder",
     "build_seq2seq",
+    "coverage_loss",
     "masked_softmax",
     "reorder_cache",
 ]

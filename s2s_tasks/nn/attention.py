@@ -7,6 +7,9 @@
 
 Shapes: ``B`` batch, ``Q`` query size, ``K`` key size, ``S`` source length, ``T`` query length,
 ``H`` hidden size, ``D`` model size. Masks are bool with ``True`` for real tokens.
+
+The single-query attentions optionally take a coverage vector ``c (B, S)``, the sum of the
+previous steps' attention weights (See et al., 2017, eq. 10-11), as one more input of the score.
 """
 
 from __future__ import annotations
@@ -36,25 +39,48 @@ def masked_softmax(scores: Tensor, mask: Optional[Tensor], dim: int = -1) -> Ten
 class AttentionMechanism(nn.Module):
     """Base class of the single-query attentions used by RNN decoders.
 
-    ``forward(query (B, Q), keys (B, S, K), mask (B, S), projected_keys=None)
+    ``forward(query (B, Q), keys (B, S, K), mask (B, S), projected_keys=None, coverage=None)
     -> (context (B, K), weights (B, S))``; the keys double as values.
+
+    Attributes:
+        coverage_layer: ``None``, or the layer that feeds the coverage vector into the score
+            (``coverage=True`` at construction); ``forward`` then requires ``coverage``.
     """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.coverage_layer: Optional[nn.Linear] = None
 
     def project_keys(self, keys: Tensor) -> Tensor:
         """Key-side part of the score that does not depend on the query, computed once per source."""
         raise NotImplementedError
 
-    def score(self, query: Tensor, projected_keys: Tensor) -> Tensor:
-        """Unnormalised scores ``(B, S)``."""
+    def score(self, query: Tensor, projected_keys: Tensor, coverage: Optional[Tensor] = None) -> Tensor:
+        """Unnormalised scores ``(B, S)``; ``coverage (B, S)`` when the attention uses coverage."""
         raise NotImplementedError
 
+    def _coverage_features(self, coverage: Optional[Tensor]) -> Tensor:
+        """``w_c c_i``: ``(B, S) -> (B, S, out)`` (See et al., 2017, eq. 11)."""
+        if coverage is None:
+            raise ValueError("this attention was built with coverage (`model.coverage_attention`) and needs the coverage vector")
+        assert self.coverage_layer is not None
+        return self.coverage_layer(coverage.unsqueeze(-1))
+
     def forward(
-        self, query: Tensor, keys: Tensor, mask: Tensor, projected_keys: Optional[Tensor] = None
+        self,
+        query: Tensor,
+        keys: Tensor,
+        mask: Tensor,
+        projected_keys: Optional[Tensor] = None,
+        coverage: Optional[Tensor] = None,
     ) -> Tuple[Tensor, Tensor]:
-        """Returns the context ``(B, K)`` and the attention weights ``(B, S)``."""
+        """Returns the context ``(B, K)`` and the attention weights ``(B, S)``.
+
+        ``coverage (B, S)`` is used only by an attention built with ``coverage=True``.
+        """
         if projected_keys is None:
             projected_keys = self.project_keys(keys)
-        weights = masked_softmax(self.score(query, projected_keys), mask)
+        weights = masked_softmax(self.score(query, projected_keys, coverage if self.coverage_layer is not None else None), mask)
         # c = sum_j a_j h_j (Bahdanau et al., 2015, eq. 5; Luong et al., 2015, §3)
         context = torch.bmm(weights.unsqueeze(1), keys).squeeze(1)
         return context, weights
@@ -66,22 +92,28 @@ class BahdanauAttention(AttentionMechanism):
     ``e_j = v_a^T tanh(W_a q + U_a h_j)``, ``a = softmax(e)``.
 
     ``U_a h_j`` does not depend on the query, so :meth:`project_keys` computes it once per source.
+
+    With ``coverage=True`` the coverage ``c_j`` enters the sum as in See et al., 2017, eq. 11:
+    ``e_j = v_a^T tanh(W_a q + U_a h_j + w_c c_j)``.
     """
 
-    def __init__(self, query_size: int, key_size: int, hidden_size: int) -> None:
+    def __init__(self, query_size: int, key_size: int, hidden_size: int, coverage: bool = False) -> None:
         super().__init__()
         self.query_layer = nn.Linear(query_size, hidden_size, bias=False)
         self.key_layer = nn.Linear(key_size, hidden_size, bias=False)
         self.energy_layer = nn.Linear(hidden_size, 1, bias=False)
+        self.coverage_layer = nn.Linear(1, hidden_size, bias=False) if coverage else None
 
     def project_keys(self, keys: Tensor) -> Tensor:
         """``U_a h``: ``(B, S, K) -> (B, S, H)``."""
         return self.key_layer(keys)
 
-    def score(self, query: Tensor, projected_keys: Tensor) -> Tensor:
-        """``v_a^T tanh(W_a q + U_a h_j)``: ``(B, Q), (B, S, H) -> (B, S)``."""
-        hidden = torch.tanh(self.query_layer(query).unsqueeze(1) + projected_keys)
-        return self.energy_layer(hidden).squeeze(-1)
+    def score(self, query: Tensor, projected_keys: Tensor, coverage: Optional[Tensor] = None) -> Tensor:
+        """``v_a^T tanh(W_a q + U_a h_j [+ w_c c_j])``: ``(B, Q), (B, S, H) [, (B, S)] -> (B, S)``."""
+        pre = self.query_layer(query).unsqueeze(1) + projected_keys
+        if self.coverage_layer is not None:
+            pre = pre + self._coverage_features(coverage)
+        return self.energy_layer(torch.tanh(pre)).squeeze(-1)
 
 
 class LuongAttention(AttentionMechanism):
@@ -92,11 +124,23 @@ class LuongAttention(AttentionMechanism):
     * ``concat``:  ``score(h_t, h_s) = v_a^T tanh(W_a [h_t; h_s])``, with ``W_a`` split into a
       query part and a key part so that the key part is computed once per source.
 
+    With ``coverage=True`` (See et al., 2017, eq. 11, written for additive attention): ``concat``
+    adds ``w_c c_s`` inside the ``tanh`` as the paper does; ``dot`` and ``general`` have no
+    ``tanh`` layer, so they add a learned scalar times the coverage to the score,
+    ``score + w_c c_s`` (our extension).
+
     Args:
         hidden_size: size of the ``tanh`` layer of ``concat`` (default ``query_size``).
     """
 
-    def __init__(self, query_size: int, key_size: int, score: str = "general", hidden_size: Optional[int] = None) -> None:
+    def __init__(
+        self,
+        query_size: int,
+        key_size: int,
+        score: str = "general",
+        hidden_size: Optional[int] = None,
+        coverage: bool = False,
+    ) -> None:
         super().__init__()
         if score not in LUONG_SCORES:
             raise ValueError(f"Luong attention score must be one of {list(LUONG_SCORES)}, got {score!r}")
@@ -116,19 +160,26 @@ class LuongAttention(AttentionMechanism):
             self.query_layer = nn.Linear(query_size, hidden_size, bias=False)
             self.key_layer = nn.Linear(key_size, hidden_size, bias=False)
             self.energy_layer = nn.Linear(hidden_size, 1, bias=False)
+        if coverage:
+            self.coverage_layer = nn.Linear(1, hidden_size if score == "concat" else 1, bias=False)  # type: ignore[arg-type]
 
     def project_keys(self, keys: Tensor) -> Tensor:
         """``dot``: the keys ``(B, S, K)``; ``general``: ``W_a h_s`` ``(B, S, Q)``;
         ``concat``: key half of ``W_a [h_t; h_s]`` ``(B, S, H)``."""
         return keys if self.key_layer is None else self.key_layer(keys)
 
-    def score(self, query: Tensor, projected_keys: Tensor) -> Tensor:
-        """``(B, Q), projected keys (B, S, *) -> (B, S)``."""
+    def score(self, query: Tensor, projected_keys: Tensor, coverage: Optional[Tensor] = None) -> Tensor:
+        """``(B, Q), projected keys (B, S, *) [, coverage (B, S)] -> (B, S)``."""
         if self.score_type == "concat":
             assert self.query_layer is not None and self.energy_layer is not None
-            hidden = torch.tanh(self.query_layer(query).unsqueeze(1) + projected_keys)
-            return self.energy_layer(hidden).squeeze(-1)
-        return torch.bmm(projected_keys, query.unsqueeze(-1)).squeeze(-1)
+            pre = self.query_layer(query).unsqueeze(1) + projected_keys
+            if self.coverage_layer is not None:
+                pre = pre + self._coverage_features(coverage)
+            return self.energy_layer(torch.tanh(pre)).squeeze(-1)
+        scores = torch.bmm(projected_keys, query.unsqueeze(-1)).squeeze(-1)
+        if self.coverage_layer is not None:
+            scores = scores + self._coverage_features(coverage).squeeze(-1)
+        return scores
 
     def extra_repr(self) -> str:
         return f"score={self.score_type!r}"

@@ -6,6 +6,12 @@
 Every decoder offers teacher forcing, ``forward(tgt_in, enc_out) -> logits``, and incremental
 decoding, ``step(last_tokens, enc_out, cache) -> (logits, cache)``; search code sees nothing else.
 Shapes: ``B`` batch, ``T`` target length, ``S`` source length, ``V`` vocabulary size.
+
+With ``copy_attention=True`` both decoders become pointer-generators (See et al., 2017; see
+:mod:`s2s_tasks.nn.copy`): ``forward`` and ``step`` then return the log-probabilities of the
+mixture of generating and copying, in the same shapes, in place of logits. Their
+``log_softmax`` is the identity, so search code and losses need no change. This needs
+``enc_out.src_ids`` (filled by :meth:`Seq2Seq.encode`).
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ import torch
 from torch import Tensor, nn
 
 from .attention import AttentionMechanism, BahdanauAttention, LuongAttention, MultiHeadAttention
+from .copy import PointerGenerator
 from .embedding import Embeddings
 from .encoders import FeedForward, rnn_class
 from .types import Cache, EncoderOutput
@@ -30,16 +37,20 @@ class Decoder(nn.Module):
     Attributes:
         embed: target :class:`~s2s_tasks.nn.embedding.Embeddings` (``embed.token.weight`` for tying).
         output_projection: ``nn.Linear(out_dim, vocab_size)`` producing the logits.
+        copy_attention: the decoder is a pointer-generator and returns log-probabilities
+            (float32) in place of logits.
     """
 
     embed: Embeddings
     output_projection: nn.Linear
+    copy_attention: bool = False
 
     def forward(
         self, tgt_in: Tensor, enc_out: EncoderOutput, return_attention: bool = False
     ) -> Union[Tensor, Tuple[Tensor, Tensor]]:
         """Teacher forcing: ``tgt_in (B, T)`` -> logits ``(B, T, V)``, plus the attention over the
-        source ``(B, T, S)`` when ``return_attention``."""
+        source ``(B, T, S)`` when ``return_attention`` (with copy attention: the copy
+        distribution, which is also what the coverage loss penalises)."""
         raise NotImplementedError
 
     def init_cache(self, enc_out: EncoderOutput) -> Cache:
@@ -58,12 +69,13 @@ class Decoder(nn.Module):
         return _reorder_cache(cache, index)
 
 
-def build_rnn_attention(attention: str, query_size: int, key_size: int) -> AttentionMechanism:
-    """``"bahdanau" | "luong_dot" | "luong_general" | "luong_concat"`` -> attention module."""
+def build_rnn_attention(attention: str, query_size: int, key_size: int, coverage: bool = False) -> AttentionMechanism:
+    """``"bahdanau" | "luong_dot" | "luong_general" | "luong_concat"`` -> attention module
+    (``coverage``: the score also sees the coverage vector, See et al., 2017, eq. 11)."""
     if attention == "bahdanau":
-        return BahdanauAttention(query_size, key_size, hidden_size=query_size)
+        return BahdanauAttention(query_size, key_size, hidden_size=query_size, coverage=coverage)
     if attention in RNN_ATTENTIONS:
-        return LuongAttention(query_size, key_size, score=attention[len("luong_") :])
+        return LuongAttention(query_size, key_size, score=attention[len("luong_") :], coverage=coverage)
     raise ValueError(f"`model.attention` must be one of {list(RNN_ATTENTIONS)}, got {attention!r}")
 
 
@@ -85,7 +97,17 @@ class RNNDecoder(Decoder):
     (and the LSTM cell), or zeros when the encoder has no ``final_state``.
 
     Cache keys (batch first): ``hidden (B, layers, H)``, ``cell (B, layers, H)`` (LSTM only),
-    ``att_vector (B, H)``, ``projected_keys (B, S, *)``.
+    ``att_vector (B, H)``, ``projected_keys (B, S, *)``, and ``coverage (B, S)`` with
+    ``coverage_attention``.
+
+    ``copy_attention``: pointer-generator (See et al., 2017, eq. 8-9) with the step's attention
+    ``a_t`` as the copy distribution, gate inputs ``h*_t = c_t`` (context), ``s_t`` (top-layer
+    state) and ``x_t = E y_{t-1}``; the output is then ``log P(w)``.
+
+    ``coverage_attention``: the attention score also sees the coverage vector
+    ``c_t = sum_{t' < t} a_t'`` (See et al., 2017, eq. 10-11), kept in the cache. The coverage
+    loss (eq. 12) is computed by the caller from the returned attention
+    (:func:`s2s_tasks.nn.copy.coverage_loss`); it works with or without this flag.
     """
 
     def __init__(
@@ -100,17 +122,21 @@ class RNNDecoder(Decoder):
         input_feeding: bool = True,
         dropout: float = 0.0,
         pad_id: int = 0,
+        copy_attention: bool = False,
+        coverage_attention: bool = False,
     ) -> None:
         super().__init__()
         self.vocab_size = vocab_size
         self.hidden_size = hidden_size
+        self.copy_attention = copy_attention
+        self.coverage_attention = coverage_attention
         self.num_layers = num_layers
         self.is_lstm = cell == "lstm"
         self.input_feeding = input_feeding
         self.attention_type = attention
         self.context_in_rnn = attention == "bahdanau"
         self.embed = Embeddings(vocab_size, embedding_dim, pad_id, positional="none", dropout=dropout, scale=False)
-        self.attention = build_rnn_attention(attention, hidden_size, encoder_output_size)
+        self.attention = build_rnn_attention(attention, hidden_size, encoder_output_size, coverage=coverage_attention)
         rnn_input_size = embedding_dim
         if self.context_in_rnn:
             rnn_input_size += encoder_output_size
@@ -123,6 +149,7 @@ class RNNDecoder(Decoder):
         self.att_vector_layer = nn.Linear(hidden_size + encoder_output_size, hidden_size)
         self.hidden_dropout = nn.Dropout(dropout)
         self.output_projection = nn.Linear(hidden_size, vocab_size)
+        self.pointer_generator = PointerGenerator(encoder_output_size, hidden_size, embedding_dim) if copy_attention else None
 
     def init_cache(self, enc_out: EncoderOutput) -> Cache:
         states = enc_out.states
@@ -139,14 +166,18 @@ class RNNDecoder(Decoder):
         }
         if self.is_lstm:
             cache["cell"] = hidden
+        if self.coverage_attention:
+            cache["coverage"] = states.new_zeros(batch_size, states.size(1))  # c_0 = 0 (eq. 10)
         return cache
 
-    def _step(self, embedded: Tensor, enc_out: EncoderOutput, cache: Cache) -> Tuple[Tensor, Tensor, Cache]:
-        """``embedded (B, E)`` -> attentional vector ``(B, H)``, attention ``(B, S)``, new cache."""
+    def _step(self, embedded: Tensor, enc_out: EncoderOutput, cache: Cache) -> Tuple[Tensor, Tensor, Tensor, Tensor, Cache]:
+        """``embedded (B, E)`` -> attentional vector ``(B, H)``, attention ``(B, S)``, context
+        ``(B, K)``, top-layer state ``(B, H)`` and the new cache."""
         hidden = cache["hidden"]
         inputs: List[Tensor] = [embedded]
+        coverage = cache.get("coverage")
         if self.context_in_rnn:
-            context, weights = self.attention(hidden[:, -1], enc_out.states, enc_out.mask, cache["projected_keys"])
+            context, weights = self.attention(hidden[:, -1], enc_out.states, enc_out.mask, cache["projected_keys"], coverage)
             inputs.append(context)
         if self.input_feeding:
             inputs.append(cache["att_vector"])
@@ -158,34 +189,46 @@ class RNNDecoder(Decoder):
         new_hidden = new_state[0] if self.is_lstm else new_state
         top = new_hidden[-1]
         if not self.context_in_rnn:
-            context, weights = self.attention(top, enc_out.states, enc_out.mask, cache["projected_keys"])
+            context, weights = self.attention(top, enc_out.states, enc_out.mask, cache["projected_keys"], coverage)
         att_vector = torch.tanh(self.att_vector_layer(self.hidden_dropout(torch.cat([top, context], dim=-1))))
         new_cache = {**cache, "hidden": new_hidden.transpose(0, 1), "att_vector": att_vector}
         if self.is_lstm:
             new_cache["cell"] = new_state[1].transpose(0, 1)
-        return att_vector, weights, new_cache
+        if coverage is not None:
+            new_cache["coverage"] = coverage + weights  # c_{t+1} = c_t + a_t
+        return att_vector, weights, context, top, new_cache
 
     def forward(
         self, tgt_in: Tensor, enc_out: EncoderOutput, return_attention: bool = False
     ) -> Union[Tensor, Tuple[Tensor, Tensor]]:
         cache = self.init_cache(enc_out)
         embedded = self.embed(tgt_in)
-        att_vectors, attentions = [], []
+        att_vectors, attentions, contexts, tops = [], [], [], []
         for t in range(tgt_in.size(1)):
-            att_vector, weights, cache = self._step(embedded[:, t], enc_out, cache)
+            att_vector, weights, context, top, cache = self._step(embedded[:, t], enc_out, cache)
             att_vectors.append(att_vector)
             attentions.append(weights)
+            contexts.append(context)
+            tops.append(top)
         logits = self.output_projection(torch.stack(att_vectors, dim=1))
+        attention = torch.stack(attentions, dim=1)
+        if self.pointer_generator is not None:
+            logits = self.pointer_generator(
+                logits, attention, torch.stack(contexts, dim=1), torch.stack(tops, dim=1), embedded, enc_out.src_ids
+            )
         if return_attention:
-            return logits, torch.stack(attentions, dim=1)
+            return logits, attention
         return logits
 
     def step(self, last_tokens: Tensor, enc_out: EncoderOutput, cache: Optional[Cache]) -> Tuple[Tensor, Cache]:
         if cache is None:
             cache = self.init_cache(enc_out)
         embedded = self.embed(last_tokens.unsqueeze(1)).squeeze(1)
-        att_vector, _, cache = self._step(embedded, enc_out, cache)
-        return self.output_projection(att_vector), cache
+        att_vector, weights, context, top, cache = self._step(embedded, enc_out, cache)
+        logits = self.output_projection(att_vector)
+        if self.pointer_generator is not None:
+            logits = self.pointer_generator(logits, weights, context, top, embedded, enc_out.src_ids)
+        return logits, cache
 
 
 class TransformerDecoderLayer(nn.Module):
@@ -242,6 +285,15 @@ class TransformerDecoder(Decoder):
     Teacher forcing runs all positions at once under a causal mask; :meth:`step` runs one position
     and keeps per-layer keys/values in the cache: ``{"length": int, "layers": [{"self": {"k", "v"},
     "cross": {"k", "v"}}, ...]}`` where ``length`` is the number of positions decoded so far.
+
+    ``copy_attention``: pointer-generator (See et al., 2017, eq. 8-9) whose copy distribution
+    ``a_t`` is the last layer's cross-attention, averaged over heads or, with
+    ``copy_attention_head=h``, head ``h`` alone (a head then specialises in copying). The gate
+    inputs are ``h*_t = sum_i a_t,i m_i`` over the encoder states ``m``, the final decoder state
+    (after the last LayerNorm) and the embedded input token (with its position); the output is
+    then ``log P(w)``. The cache needs nothing more: the step recomputes the copy attention from
+    the cached cross-attention keys. Coverage is used as a loss only
+    (:func:`s2s_tasks.nn.copy.coverage_loss` on the returned attention).
     """
 
     def __init__(
@@ -256,29 +308,60 @@ class TransformerDecoder(Decoder):
         positional: str = "sinusoidal",
         max_positions: int = 1024,
         activation: str = "relu",
+        copy_attention: bool = False,
+        copy_attention_head: Optional[int] = None,
     ) -> None:
         super().__init__()
+        if copy_attention_head is not None:
+            if not copy_attention:
+                raise ValueError("`model.copy_attention_head` is set but `model.copy_attention` is false; set both or neither")
+            if not 0 <= copy_attention_head < num_heads:
+                raise ValueError(
+                    f"`model.copy_attention_head` must be in [0, model.num_heads) = [0, {num_heads}), got {copy_attention_head}"
+                )
         self.vocab_size = vocab_size
         self.d_model = d_model
+        self.copy_attention = copy_attention
+        self.copy_attention_head = copy_attention_head
         self.embed = Embeddings(vocab_size, d_model, pad_id, positional=positional, max_positions=max_positions, dropout=dropout, scale=True)
         self.layers = nn.ModuleList(
             TransformerDecoderLayer(d_model, num_heads, ffn_dim, dropout=dropout, activation=activation) for _ in range(num_layers)
         )
         self.final_norm = nn.LayerNorm(d_model)
         self.output_projection = nn.Linear(d_model, vocab_size)
+        self.pointer_generator = PointerGenerator(d_model, d_model, d_model) if copy_attention else None
+
+    def _source_attention(self, weights: Tensor) -> Tensor:
+        """Last layer's cross-attention ``(B, heads, T, S)`` -> ``(B, T, S)``: the chosen copy head, or the head mean."""
+        if self.copy_attention_head is not None:
+            return weights[:, self.copy_attention_head]
+        return weights.mean(dim=1)
+
+    def _output(self, inputs: Tensor, x: Tensor, attention: Optional[Tensor], enc_out: EncoderOutput) -> Tensor:
+        """Logits (or, with copy attention, log-probabilities) ``(B, T, V)`` from the embedded
+        inputs ``(B, T, D)``, the last layer's output ``(B, T, D)`` and its source attention ``(B, T, S)``."""
+        state = self.final_norm(x)
+        logits = self.output_projection(state)
+        if self.pointer_generator is None:
+            return logits
+        assert attention is not None
+        context = torch.bmm(attention.to(enc_out.states.dtype), enc_out.states)  # h*_t = sum_i a_t,i m_i
+        return self.pointer_generator(logits, attention, context, state, inputs, enc_out.src_ids)
 
     def forward(
         self, tgt_in: Tensor, enc_out: EncoderOutput, return_attention: bool = False
     ) -> Union[Tensor, Tuple[Tensor, Tensor]]:
-        x = self.embed(tgt_in)
+        x = inputs = self.embed(tgt_in)
         weights: Optional[Tensor] = None
         last = len(self.layers) - 1
+        need_weights = return_attention or self.copy_attention
         for i, layer in enumerate(self.layers):
-            x, weights, _ = layer(x, enc_out.states, enc_out.mask, need_weights=return_attention and i == last)
-        logits = self.output_projection(self.final_norm(x))
+            x, weights, _ = layer(x, enc_out.states, enc_out.mask, need_weights=need_weights and i == last)
+        attention = None if weights is None else self._source_attention(weights)
+        logits = self._output(inputs, x, attention, enc_out)
         if return_attention:
-            assert weights is not None
-            return logits, weights.mean(dim=1)
+            assert attention is not None
+            return logits, attention
         return logits
 
     def init_cache(self, enc_out: EncoderOutput) -> Cache:
@@ -287,10 +370,15 @@ class TransformerDecoder(Decoder):
     def step(self, last_tokens: Tensor, enc_out: EncoderOutput, cache: Optional[Cache]) -> Tuple[Tensor, Cache]:
         if cache is None:
             cache = self.init_cache(enc_out)
-        x = self.embed(last_tokens.unsqueeze(1), offset=cache["length"])
+        x = inputs = self.embed(last_tokens.unsqueeze(1), offset=cache["length"])
         layer_caches = []
-        for layer, layer_cache in zip(self.layers, cache["layers"]):
-            x, _, layer_cache = layer(x, enc_out.states, enc_out.mask, cache=layer_cache)
+        weights: Optional[Tensor] = None
+        last = len(self.layers) - 1
+        for i, (layer, layer_cache) in enumerate(zip(self.layers, cache["layers"])):
+            x, weights, layer_cache = layer(
+                x, enc_out.states, enc_out.mask, cache=layer_cache, need_weights=self.copy_attention and i == last
+            )
             layer_caches.append(layer_cache)
-        logits = self.output_projection(self.final_norm(x)).squeeze(1)
+        attention = None if weights is None else self._source_attention(weights)
+        logits = self._output(inputs, x, attention, enc_out).squeeze(1)
         return logits, {**cache, "length": cache["length"] + 1, "layers": layer_caches}

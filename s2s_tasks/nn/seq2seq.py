@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Optional
+from dataclasses import replace
+from typing import Optional, Tuple, Union
 
 from torch import Tensor, nn
 
@@ -52,12 +53,16 @@ class Seq2Seq(nn.Module):
             decoder.output_projection.weight = decoder.embed.token.weight
 
     def encode(self, src_ids: Tensor, src_mask: Tensor) -> EncoderOutput:
-        """``src_ids (B, S)``, ``src_mask (B, S)`` -> :class:`EncoderOutput`."""
-        return self.encoder(src_ids, src_mask)
+        """``src_ids (B, S)``, ``src_mask (B, S)`` -> :class:`EncoderOutput` (with ``src_ids`` set)."""
+        enc_out = self.encoder(src_ids, src_mask)
+        return enc_out if enc_out.src_ids is not None else replace(enc_out, src_ids=src_ids)
 
-    def forward(self, src_ids: Tensor, src_mask: Tensor, tgt_in: Tensor) -> Tensor:
-        """Teacher forcing: logits ``(B, T, V)``."""
-        return self.decoder(tgt_in, self.encode(src_ids, src_mask))
+    def forward(
+        self, src_ids: Tensor, src_mask: Tensor, tgt_in: Tensor, return_attention: bool = False
+    ) -> Union[Tensor, Tuple[Tensor, Tensor]]:
+        """Teacher forcing: logits ``(B, T, V)`` (log-probabilities with copy attention), plus the
+        decoder's attention over the source ``(B, T, S)`` when ``return_attention``."""
+        return self.decoder(tgt_in, self.encode(src_ids, src_mask), return_attention=return_attention)
 
 
 def _check_choice(key: str, value: str, choices: tuple) -> None:
@@ -85,6 +90,9 @@ def build_seq2seq(
     embedding_dim: Optional[int] = None,
     tie_embeddings: bool = True,
     share_embeddings: bool = True,
+    copy_attention: bool = False,
+    copy_attention_head: Optional[int] = None,
+    coverage_attention: bool = False,
 ) -> Seq2Seq:
     """A :class:`Seq2Seq` from flat hyperparameters (the ``model.*`` config keys).
 
@@ -92,11 +100,24 @@ def build_seq2seq(
     ``max_positions``; ``"rnn"`` uses ``hidden_size = d_model``, ``embedding_dim`` (default
     ``d_model``), ``rnn_cell``, ``bidirectional``, ``attention``, ``input_feeding``.
 
+    ``copy_attention`` makes the decoder a pointer-generator (See et al., 2017; see
+    :mod:`s2s_tasks.nn.copy`) that returns log-probabilities in place of logits; for the
+    Transformer, ``copy_attention_head`` picks the cross-attention head that copies (default:
+    the mean of all heads of the last layer). Copying puts target probability on the source
+    token ids, so it needs one vocabulary for source and target (the shared tokenizer).
+    ``coverage_attention`` (RNN only) feeds the coverage vector into the attention scores
+    (See et al., 2017, eq. 11).
+
     Initialisation: Xavier-uniform for every linear layer with zero biases, embeddings from
     ``N(0, dim**-0.5)`` with the padding row at zero, PyTorch defaults for recurrent weights.
     """
     _check_choice("model.architecture", architecture, ARCHITECTURES)
     if architecture == "transformer":
+        if coverage_attention:
+            raise ValueError(
+                "`model.coverage_attention` feeds coverage into RNN attention scores and needs `model.architecture: rnn`; "
+                "for a Transformer use the coverage loss alone (`model.coverage_loss_weight`)"
+            )
         _check_choice("model.positional", positional, POSITIONAL_CHOICES)
         if d_model % num_heads != 0:
             raise ValueError(f"`model.d_model` ({d_model}) must be divisible by `model.num_heads` ({num_heads})")
@@ -107,8 +128,14 @@ def build_seq2seq(
         decoder: Decoder = TransformerDecoder(
             vocab_size, d_model, num_heads, ffn_dim, num_decoder_layers,
             dropout=dropout, pad_id=pad_id, positional=positional, max_positions=max_positions,
+            copy_attention=copy_attention, copy_attention_head=copy_attention_head,
         )
     else:
+        if copy_attention_head is not None:
+            raise ValueError(
+                "`model.copy_attention_head` applies to `model.architecture: transformer` only "
+                "(an RNN decoder has one attention); leave it unset"
+            )
         _check_choice("model.rnn_cell", rnn_cell, tuple(RNN_CELLS))
         _check_choice("model.attention", attention, RNN_ATTENTIONS)
         embedding_dim = embedding_dim or d_model
@@ -119,6 +146,7 @@ def build_seq2seq(
         decoder = RNNDecoder(
             vocab_size, embedding_dim, d_model, encoder.output_size, num_layers=num_decoder_layers, cell=rnn_cell,
             attention=attention, input_feeding=input_feeding, dropout=dropout, pad_id=pad_id,
+            copy_attention=copy_attention, coverage_attention=coverage_attention,
         )
     # Transformer layers already initialise themselves this way; this covers the RNN decoder and the output projection.
     for module in decoder.modules():

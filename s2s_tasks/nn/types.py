@@ -27,11 +27,15 @@ class EncoderOutput:
         final_state: ``(B, D)`` summary of the whole source (RNN: concatenated last-layer final
             hidden states of both directions; Transformer: ``None``). RNN decoders use it to
             initialise their hidden state.
+        src_ids: ``(B, S)`` long, the source token ids (pad where ``mask`` is ``False``), or
+            ``None``. Filled by :meth:`Seq2Seq.encode`; copy attention scatters its attention
+            onto these vocabulary ids.
     """
 
     states: Tensor
     mask: Tensor
     final_state: Optional[Tensor] = None
+    src_ids: Optional[Tensor] = None
 
     def index_select(self, index: Tensor) -> "EncoderOutput":
         """Rows ``index`` of the batch (used to expand per beam and to drop finished rows)."""

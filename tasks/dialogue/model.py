@@ -1,0 +1,42 @@
+"""Dialogue head: the shared encoder-decoder, scored with BLEU-1/2, Distinct-1/2 and perplexity."""
+
+from __future__ import annotations
+
+from typing import Any, Dict, Sequence, Tuple
+
+from s2s_tasks.metrics import bleu_n_scores, distinct_n
+from s2s_tasks.seq2seq_module import Seq2SeqModule
+
+
+class DialogueModule(Seq2SeqModule):
+    """Encoder-decoder response generator.
+
+    Metrics on the decoded responses (0-100 scale):
+
+    * ``bleu1``, ``bleu2``: corpus BLEU with ``max_ngram_order`` 1 and 2 (sacreBLEU, ``13a``
+      tokens, exponential smoothing), as most open-domain dialogue papers report BLEU-1/2;
+    * ``distinct1``, ``distinct2``: distinct n-grams / all n-grams over all generated
+      responses (Li et al. 2016), on sacreBLEU ``13a`` tokens, case-sensitive;
+    * ``ppl`` of the reference responses is logged by :class:`Seq2SeqModule` (``val/ppl``):
+      ``exp`` of the mean token NLL, subword tokens and ``</s>`` included.
+
+    Args:
+        bleu_tokenize: sacreBLEU tokenizer for BLEU and Distinct (``13a`` default; ``none``
+            for text that is already tokenized, e.g. DailyDialog's spaced punctuation).
+        **kwargs: the encoder-decoder and training arguments of :class:`Seq2SeqModule`.
+    """
+
+    task_name = "dialogue"
+
+    def __init__(self, bleu_tokenize: str = "13a", **kwargs: Any) -> None:
+        super().__init__(**kwargs)  # save_hyperparameters there records bleu_tokenize too
+
+    def compute_metrics(
+        self, hypotheses: Sequence[str], references: Sequence[Sequence[str]]
+    ) -> Tuple[Dict[str, float], Dict[str, str]]:
+        tokenize = self.hparams.bleu_tokenize
+        scores, signatures = bleu_n_scores(hypotheses, references, orders=(1, 2), tokenize=tokenize)
+        for n in (1, 2):
+            scores[f"distinct{n}"] = distinct_n(hypotheses, n, tokenize=tokenize)
+        signatures["distinct"] = f"distinct n-grams / all n-grams over all responses, tok:{tokenize}, case:mixed"
+        return scores, signatures
