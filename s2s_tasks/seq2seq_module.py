@@ -131,6 +131,7 @@ class Seq2SeqModule(BaseModule):
         )
         self._eval_outputs: Dict[str, List[Tuple[int, str, List[str]]]] = {}
         self._eval_nll: Dict[str, List[float]] = {}
+        self._reported_signatures: Dict[str, str] = {}
 
     # ----------------------------------------------------------------------------- loss
     def forward(self, src_ids: torch.Tensor, src_mask: torch.Tensor, tgt_in: torch.Tensor) -> torch.Tensor:
@@ -245,7 +246,7 @@ class Seq2SeqModule(BaseModule):
             metrics.update({prefix + name: value for name, value in scores.items()})
             if key == stage:
                 examples = rows
-                self._last_signatures = signatures
+                self._report_signatures(signatures)
         # every rank holds the gathered values already, so no further sync is needed
         self.log_dict(metrics, prog_bar=True, sync_dist=False)
         if not self.trainer.sanity_checking:
@@ -259,9 +260,16 @@ class Seq2SeqModule(BaseModule):
 
     def on_test_epoch_end(self) -> None:
         self._finish_eval("test")
-        signatures = getattr(self, "_last_signatures", {})
-        for name, signature in signatures.items():
-            self.print(f"  {name} signature: {signature}")
+
+    def _report_signatures(self, signatures: Dict[str, str]) -> None:
+        """Print metric signatures (e.g. sacreBLEU's) once and store them with the logger's
+        hyperparameters, so every reported score can be reproduced exactly."""
+        if not signatures or signatures == self._reported_signatures:
+            return
+        self._reported_signatures = dict(signatures)
+        self.print("  " + " | ".join(f"{name} signature: {value}" for name, value in signatures.items()))
+        if self.logger is not None:
+            self.logger.log_hyperparams({f"signature/{name}": value for name, value in signatures.items()})
 
     # ----------------------------------------------------------------------------- predict
     def predict_step(self, batch: Dict[str, Any], batch_idx: int) -> List[Dict[str, Any]]:

@@ -50,7 +50,9 @@ def test_fit_test_predict_from_checkpoint(task, tmp_path, capsys):
     extras = read_checkpoint_extras(ckpt)
     assert extras["task"] == task and '"<pad>"' in extras["tokenizer"]
     out = capsys.readouterr().out
-    assert "[val epoch 0" in out
+    assert "[val epoch 0" in out and " signature: " in out
+    (hparams_file,) = (tmp_path / "logs").rglob("hparams.yaml")
+    assert "signature/" in hparams_file.read_text()  # metric signatures are kept with the run
 
     # validate/test: model sizes come from the checkpoint's hyperparameters, tokenizer from the checkpoint
     validated = main(["validate", *common, "--ckpt_path", ckpt, "--trainer.limit_val_batches", "0.2"])

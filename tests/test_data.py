@@ -182,3 +182,15 @@ def test_dataset_name_path_loads_splits_by_name(tmp_path):
     dm.setup("fit")
     assert len(dm.encode_split("train")) == 20 and len(dm.encode_split("validation")) == 5
     assert dm.encode_split("validation").sources[0] == "validation text 0"
+
+
+def test_predict_jsonl_uses_the_source_column(tmp_path):
+    _write_jsonl(tmp_path / "in.jsonl", [{"id": 1, "en": "first line"}, {"id": 2, "en": "second line"}])
+    tokenizer_file = tmp_path / "tok.json"
+    train_tokenizer(TEXTS, vocab_size=120).save(str(tokenizer_file))
+    dm = Seq2SeqDataModule(
+        predict_file=str(tmp_path / "in.jsonl"), source_column="en", tokenizer_file=str(tokenizer_file),
+        cache_dir=str(tmp_path / "c"),
+    )
+    split = dm.encode_split("predict")
+    assert split.sources == ["first line", "second line"] and split.tgt_ids is None and split.references is None
