@@ -11,11 +11,11 @@ Prints a table and writes JSON.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
-from pathlib import Path
 from typing import Dict, List
+
+from common import split_passthrough, validation_metrics, write_json
 
 from s2s_tasks.cli import main as s2s_tasks
 
@@ -33,11 +33,7 @@ STRATEGIES: Dict[str, List[str]] = {
 
 
 def main() -> None:
-    argv = sys.argv[1:]
-    extra: List[str] = []
-    if "--" in argv:
-        cut = argv.index("--")
-        argv, extra = argv[:cut], argv[cut + 1 :]
+    argv, extra = split_passthrough(sys.argv[1:])
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--ckpt_path", required=True)
     parser.add_argument("--json", default="benchmarks/results/decoding.json")
@@ -47,16 +43,12 @@ def main() -> None:
     for name in args.strategy or list(STRATEGIES):
         start = time.perf_counter()
         cli = s2s_tasks(["validate", "--ckpt_path", args.ckpt_path, "--trainer.logger", "false", *STRATEGIES[name], *extra])
-        metrics = {k: float(v) for k, v in cli.trainer.callback_metrics.items() if k.startswith("val/")}
-        results[name] = {"seconds": round(time.perf_counter() - start, 1), "metrics": metrics}
+        results[name] = {"seconds": round(time.perf_counter() - start, 1), "metrics": validation_metrics(cli)}
     names = sorted({m for r in results.values() for m in r["metrics"]})
     print("\n" + f"{'strategy':<18}" + "".join(f"{n:>16}" for n in names) + f"{'seconds':>10}")
     for name, result in results.items():
         print(f"{name:<18}" + "".join(f"{result['metrics'].get(n, float('nan')):>16.3f}" for n in names) + f"{result['seconds']:>10.1f}")
-    out = Path(args.json)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"ckpt_path": args.ckpt_path, "args": extra, "results": results}, indent=2) + "\n")
-    print(f"\nwrote {out}")
+    write_json(args.json, {"ckpt_path": args.ckpt_path, "args": extra, "results": results})
 
 
 if __name__ == "__main__":

@@ -16,7 +16,6 @@ Prints a table and writes a JSON file (``--json``).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import resource
 import sys
@@ -27,11 +26,9 @@ from typing import Dict, List
 
 import torch
 
+from common import split_passthrough, validation_metrics, write_json
+
 from s2s_tasks.cli import main as s2s_tasks
-
-
-def _metrics(cli) -> Dict[str, float]:
-    return {k: float(v) for k, v in cli.trainer.callback_metrics.items() if k.startswith("val/")}
 
 
 def _cpu_seconds() -> float:
@@ -41,7 +38,7 @@ def _cpu_seconds() -> float:
 
 def run(task: str, max_time: str, max_epochs: int, extra: List[str], workdir: Path) -> Dict:
     common = ["--task", task, "--trainer.default_root_dir", str(workdir), "--trainer.logger.init_args.save_dir", str(workdir / "logs"), *extra]
-    untrained = _metrics(s2s_tasks(["validate", *common]))
+    untrained = validation_metrics(s2s_tasks(["validate", *common]))
     start, cpu_start = time.perf_counter(), _cpu_seconds()
     fit_args = ["fit", *common]
     if max_time:
@@ -58,17 +55,13 @@ def run(task: str, max_time: str, max_epochs: int, extra: List[str], workdir: Pa
         "cpu_seconds": round(cpu, 1),
         "torch_threads": torch.get_num_threads(),
         "untrained": untrained,
-        "trained": _metrics(cli),
+        "trained": validation_metrics(cli),
         "best_checkpoint": cli.trainer.checkpoint_callback.best_model_path if cli.trainer.checkpoint_callback else None,
     }
 
 
 def main() -> None:
-    argv = sys.argv[1:]
-    extra: List[str] = []
-    if "--" in argv:
-        cut = argv.index("--")
-        argv, extra = argv[:cut], argv[cut + 1 :]
+    argv, extra = split_passthrough(sys.argv[1:])
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--task", action="append", help="task(s) to run (repeatable); default: all")
     parser.add_argument("--max-time", default="", help="fit time budget DD:HH:MM:SS (default: the config's max_epochs)")
@@ -91,10 +84,7 @@ def main() -> None:
     print(f"\n{'task':<14} {'metric':<16} {'untrained':>10} {'trained':>10} {'wall s':>8} {'steps':>7}")
     for task, name, before, after, wall, steps in rows:
         print(f"{task:<14} {name:<16} {before:>10.3f} {after:>10.3f} {wall:>8.1f} {steps:>7}")
-    out = Path(args.json)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"machine": {"cpus": os.cpu_count()}, "results": results}, indent=2) + "\n")
-    print(f"\nwrote {out}")
+    write_json(args.json, {"machine": {"cpus": os.cpu_count()}, "results": results})
 
 
 if __name__ == "__main__":
