@@ -5,6 +5,7 @@ import subprocess
 import sys
 
 import pytest
+import torch
 import yaml
 
 from s2s_tasks.checkpoint import read_checkpoint_extras
@@ -47,6 +48,7 @@ def test_fit_test_predict_from_checkpoint(task, tmp_path, capsys):
     checkpoints = sorted((tmp_path / "logs").rglob("last.ckpt"))
     assert len(checkpoints) == 1
     ckpt = str(checkpoints[0])
+    assert torch.load(ckpt, weights_only=True)["global_step"] == cli.trainer.global_step  # the latest weights
     extras = read_checkpoint_extras(ckpt)
     assert extras["task"] == task and '"<pad>"' in extras["tokenizer"]
     out = capsys.readouterr().out
