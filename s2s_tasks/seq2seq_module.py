@@ -14,6 +14,7 @@ from s2s_tasks.generation import GenerationConfig, generate
 from s2s_tasks.module import BaseModule
 from s2s_tasks.nn.copy import coverage_loss
 from s2s_tasks.nn.seq2seq import build_seq2seq
+from s2s_tasks.nn.types import EncoderOutput
 
 
 def _as_generation_config(value: Union[GenerationConfig, Dict[str, Any], None], default: GenerationConfig) -> GenerationConfig:
@@ -189,9 +190,13 @@ class Seq2SeqModule(BaseModule):
 
     # ----------------------------------------------------------------------------- decoding
     @torch.no_grad()
-    def decode(self, batch: Dict[str, Any], config: GenerationConfig) -> Tuple[List[List[str]], torch.Tensor]:
-        """Generate for a batch: (n-best texts per example, scores ``(B, n_best)``)."""
-        enc_out = self.model.encode(batch["src_ids"], batch["src_mask"])
+    def decode(
+        self, batch: Dict[str, Any], config: GenerationConfig, enc_out: Optional[EncoderOutput] = None
+    ) -> Tuple[List[List[str]], torch.Tensor]:
+        """Generate for a batch: (n-best texts per example, scores ``(B, n_best)``); pass ``enc_out``
+        when the batch is already encoded."""
+        if enc_out is None:
+            enc_out = self.model.encode(batch["src_ids"], batch["src_mask"])
         generator = None
         if config.strategy == "sample" and config.seed is not None:
             generator = torch.Generator(device=batch["src_ids"].device).manual_seed(config.seed)
@@ -205,16 +210,18 @@ class Seq2SeqModule(BaseModule):
 
     # ----------------------------------------------------------------------------- evaluation
     def _eval_step(self, batch: Dict[str, Any], stage: str) -> None:
-        _, nll_sum, tokens = self._token_losses(batch, 0.0)
+        # one encoder pass serves the loss and every decoding of the batch
+        enc_out = self.model.encode(batch["src_ids"], batch["src_mask"])
+        _, nll_sum, tokens = self._losses_from_logits(self.model.decoder(batch["tgt_in"], enc_out), batch, 0.0)
         self._eval_nll.setdefault(stage, []).extend([float(nll_sum), float(tokens)])
         config = self.val_generation if stage == "val" else self.generation
-        texts, _ = self.decode(batch, config)
+        texts, _ = self.decode(batch, config, enc_out)
         rows = self._eval_outputs.setdefault(stage, [])
         rows.extend(zip(batch["index"].tolist(), [t[0] for t in texts], batch["references"]))
         if stage == "val" and self._beam_validation_due():
             seen = len(self._eval_outputs.get("val_beam", []))
             if seen < self.hparams.beam_validation_examples:
-                beam_texts, _ = self.decode(batch, self.generation)
+                beam_texts, _ = self.decode(batch, self.generation, enc_out)
                 self._eval_outputs.setdefault("val_beam", []).extend(
                     zip(batch["index"].tolist(), [t[0] for t in beam_texts], batch["references"])
                 )
