@@ -55,13 +55,18 @@ class PredictionWriter(BasePredictionWriter):
             records = [r for part in gathered for r in (part or [])]
         if not trainer.is_global_zero:
             return
-        # DDP pads the last batches by repeating examples: keep one record per input
-        unique = {record["index"]: record for record in records}
+        # DDP pads the last batches by repeating examples: keep one record per input (a task
+        # whose inputs span several rows, e.g. QA windows, merges them in its own way)
+        merge = getattr(pl_module, "merge_prediction_records", None)
+        if merge is not None:
+            ordered = merge(records)
+        else:
+            ordered = [record for _, record in sorted({r["index"]: r for r in records}.items())]
         path = self.resolve_path(trainer)
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(path.name + ".tmp")
         with open(tmp, "w", encoding="utf-8") as handle:
-            for index in sorted(unique):
-                handle.write(json.dumps(unique[index], ensure_ascii=False) + "\n")
+            for record in ordered:
+                handle.write(json.dumps(record, ensure_ascii=False) + "\n")
         os.replace(tmp, path)
-        log.info("Wrote %d predictions to %s", len(unique), path)
+        log.info("Wrote %d predictions to %s", len(ordered), path)

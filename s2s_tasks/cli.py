@@ -100,9 +100,11 @@ WEIGHT_SHAPING_KEYS = frozenset({
     "positional", "max_positions", "rnn_cell", "bidirectional", "attention", "input_feeding",
     "embedding_dim", "tie_embeddings", "share_embeddings", "copy_attention", "copy_attention_head",
     "coverage_attention",
+    # structured-prediction heads
+    "head", "pooling", "crf", "hidden_size",
 })
 #: filled in by the data module (link_arguments), never from the checkpoint's hyperparameters
-LINKED_KEYS = frozenset({"vocab_size", "pad_id"})
+LINKED_KEYS = frozenset({"vocab_size", "pad_id", "num_labels"})
 
 
 #: data settings that describe where data is and how it is batched, not how text is encoded:
@@ -110,7 +112,7 @@ LINKED_KEYS = frozenset({"vocab_size", "pad_id"})
 DATA_LOCATION_KEYS = frozenset({
     "train_file", "validation_file", "test_file", "predict_file", "dataset", "dataset_config",
     "train_split", "validation_split", "test_split", "tokenizer_file", "cache_dir", "num_workers",
-    "max_tokens", "eval_max_tokens", "max_batch_size", "seed",
+    "max_tokens", "eval_max_tokens", "max_batch_size", "seed", "head",
 })
 
 
@@ -143,6 +145,7 @@ def _build_cli_class():
     from pytorch_lightning.cli import LightningCLI
 
     from s2s_tasks.callbacks import PredictionWriter
+    from s2s_tasks.data.structured import StructuredDataModule
 
     class S2STasksCLI(LightningCLI):
         def add_arguments_to_parser(self, parser) -> None:
@@ -150,6 +153,12 @@ def _build_cli_class():
             parser.add_lightning_class_args(PredictionWriter, "predictions")
             parser.link_arguments("data.vocab_size", "model.vocab_size", apply_on="instantiate")
             parser.link_arguments("data.pad_id", "model.pad_id", apply_on="instantiate")
+            if issubclass(self.datamodule_class, StructuredDataModule):
+                parser.link_arguments("data.num_labels", "model.num_labels", apply_on="instantiate")
+                # the model's head decides how the data is encoded (features or text pairs)
+                parser.link_arguments("model.head", "data.head")
+                for name in self.datamodule_class.model_links:  # settings the data decides for the model
+                    parser.link_arguments(f"data.{name}", f"model.{name}")
 
         def _parse_ckpt_path(self) -> None:
             """Take the model's (and the data encoding's) hyperparameters from ``--ckpt_path`` as defaults.
@@ -172,6 +181,11 @@ def _build_cli_class():
             # how text was encoded (columns, lengths, lowercasing, task options) also defaults to the checkpoint's
             data_hparams = dict(checkpoint.get("datamodule_hyper_parameters") or {})
             _merge_checkpoint_hparams(config.data, defaults.data, data_hparams, DATA_LOCATION_KEYS, "data")
+            # the links ran before the checkpoint was read: apply them again
+            if "head" in config.model and "head" in config.data:
+                config.data.head = config.model.head
+            for name in getattr(self.datamodule_class, "model_links", ()):
+                config.model[name] = config.data[name]
 
         def before_instantiate_classes(self) -> None:
             config = self.config[self.subcommand]

@@ -8,6 +8,11 @@
 * BLEU-1/2 (dialogue): sacreBLEU corpus BLEU with ``max_ngram_order`` 1 or 2.
 * Distinct-1/2 (Li et al. 2016): distinct n-grams over all n-grams of all responses, computed
   here on sacreBLEU's ``13a`` tokens (the tokens BLEU sees).
+* Classification accuracy and macro-F1: torchmetrics.
+* NER: entity-level precision/recall/F1 with seqeval (strict IOB2), never token-level.
+* Extractive QA: SQuAD v1.1 exact match and F1 with torchmetrics (official normalisation).
+* Relation extraction: micro-F1 over the relations other than the no-relation label, and the
+  official SemEval-2010 Task 8 macro-F1 (our port of the task's Perl scorer: no library has it).
 
 All scores are on a 0-100 scale.
 """
@@ -139,3 +144,177 @@ def distinct_n(texts: Sequence[str], n: int, tokenize: str = "13a", lowercase: b
         total += len(grams)
     return 100.0 * len(seen) / total if total else 0.0
 
+
+
+def classification_scores(predictions: Sequence[int], targets: Sequence[int], num_classes: int) -> Dict[str, float]:
+    """Accuracy (micro) and macro-averaged F1 with torchmetrics, on a 0-100 scale.
+
+    Args:
+        predictions, targets: class ids in ``[0, num_classes)``; a prediction of ``-1`` (e.g. a
+            generated label that is not in the label set) counts as wrong for every class.
+        num_classes: size of the label set; macro-F1 averages F1 over all of its classes
+            (a class absent from both predictions and targets scores 0, as in scikit-learn).
+    """
+    import torch
+    from torchmetrics.functional.classification import multiclass_accuracy, multiclass_f1_score
+
+    if len(predictions) != len(targets):
+        raise ValueError(f"{len(predictions)} predictions but {len(targets)} targets")
+    # an extra class stands for "invalid": never a target, so it only costs precision/recall
+    preds = torch.tensor([p if 0 <= p < num_classes else num_classes for p in predictions], dtype=torch.long)
+    target = torch.tensor(list(targets), dtype=torch.long)
+    classes = num_classes + 1
+    accuracy = multiclass_accuracy(preds, target, num_classes=classes, average="micro")
+    per_class = multiclass_f1_score(preds, target, num_classes=classes, average="none", zero_division=0)
+    return {"accuracy": 100.0 * float(accuracy), "macro_f1": 100.0 * float(per_class[:num_classes].mean())}
+
+
+_DIRECTED_LABEL = re.compile(r"^(?P<name>.+)\((?:e1,e2|e2,e1)\)$")
+
+
+def semeval2010_task8_macro_f1(predictions: Sequence[str], golds: Sequence[str], no_relation: str = "Other") -> float:
+    """The official score of SemEval-2010 Task 8 (Hendrickx et al. 2010), as computed by its
+    scorer ``semeval2010_task8_scorer-v1.2.pl``: "(9+1)-way evaluation with directionality taken
+    into account", macro-averaged F1 excluding Other, on a 0-100 scale.
+
+    Labels are compared by relation type (``Cause-Effect(e1,e2)`` -> ``Cause-Effect``), but only an
+    exact match (type and direction) is correct. For each type ``t`` that occurs in ``golds``
+    (other than ``no_relation``):
+
+    * ``correct_t``: predictions equal to the gold label, gold of type ``t``;
+    * ``P_t = correct_t / (proposed_t + wrongdir_t)``, where ``proposed_t`` counts predictions of
+      type ``t`` whose gold has another type or is exact, and ``wrongdir_t`` predictions of type
+      ``t`` with gold of type ``t`` in the other direction (so every prediction of type ``t``
+      is in the denominator); ``P_t = 0`` when ``proposed_t = 0``;
+    * ``R_t = correct_t / gold_t``; ``F1_t = 2 P_t R_t / (P_t + R_t)`` (0 when both are 0).
+
+    The score is the plain mean of ``F1_t`` over those types (not the F1 of the mean P and R).
+    A prediction of a type absent from ``golds`` is wrong and enters no type's precision (as in
+    the scorer). 0.0 when ``golds`` has no type besides ``no_relation``.
+    """
+
+    def kind(label: str) -> str:
+        match = _DIRECTED_LABEL.match(label)
+        return match.group("name") if match else label
+
+    if len(predictions) != len(golds):
+        raise ValueError(f"{len(predictions)} predictions but {len(golds)} gold labels")
+    correct: Dict[str, int] = {}
+    proposed: Dict[str, int] = {}
+    wrong_direction: Dict[str, int] = {}
+    actual: Dict[str, int] = {}
+    for prediction, gold in zip(predictions, golds):
+        predicted_kind, gold_kind = kind(prediction), kind(gold)
+        actual[gold_kind] = actual.get(gold_kind, 0) + 1
+        if prediction == gold:
+            correct[gold_kind] = correct.get(gold_kind, 0) + 1
+            proposed[predicted_kind] = proposed.get(predicted_kind, 0) + 1
+        elif predicted_kind == gold_kind:
+            wrong_direction[gold_kind] = wrong_direction.get(gold_kind, 0) + 1
+        else:
+            proposed[predicted_kind] = proposed.get(predicted_kind, 0) + 1
+    f1s = []
+    for name in actual:
+        if name == kind(no_relation):
+            continue
+        hits = correct.get(name, 0)
+        guessed = proposed.get(name, 0)
+        precision = hits / (guessed + wrong_direction.get(name, 0)) if guessed else 0.0
+        recall = hits / actual[name]
+        f1s.append(2 * precision * recall / (precision + recall) if precision + recall else 0.0)
+    return 100.0 * sum(f1s) / len(f1s) if f1s else 0.0
+
+
+def relation_scores(
+    predictions: Sequence[Union[str, None]], golds: Sequence[str], no_relation: str = "Other",
+    labels: Union[Sequence[str], None] = None,
+) -> Dict[str, float]:
+    """Relation extraction scores from label strings, on a 0-100 scale.
+
+    * ``micro_precision``, ``micro_recall``, ``micro_f1``: micro-averaged over every label except
+      ``no_relation`` (directed labels, exact match; the TACRED convention, Zhang et al. 2017):
+      ``correct`` = predictions equal to a gold label that is not ``no_relation``, divided by the
+      predictions that are not ``no_relation`` (P) and by the golds that are not (R).
+    * ``semeval_macro_f1``: :func:`semeval2010_task8_macro_f1`, only when every label other than
+      ``no_relation`` looks like ``Name(e1,e2)`` or ``Name(e2,e1)`` (SemEval-2010 Task 8 naming).
+
+    Args:
+        predictions: predicted labels; ``None`` (e.g. a generated text that is no label) counts
+            as ``no_relation``, as the SemEval scorer counts a skipped example.
+        golds: gold labels.
+        no_relation: the label meaning "no relation" (``Other`` in SemEval, ``no_relation`` in TACRED).
+        labels: the label inventory that decides whether the SemEval score applies (default:
+            the labels in ``predictions`` and ``golds``), so it is reported for every evaluation
+            or never.
+    """
+    if len(predictions) != len(golds):
+        raise ValueError(f"{len(predictions)} predictions but {len(golds)} gold labels")
+    predicted = [no_relation if p is None else p for p in predictions]
+    correct = sum(p == g and g != no_relation for p, g in zip(predicted, golds))
+    proposed = sum(p != no_relation for p in predicted)
+    actual = sum(g != no_relation for g in golds)
+    precision = 100.0 * correct / proposed if proposed else 0.0
+    recall = 100.0 * correct / actual if actual else 0.0
+    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+    scores = {"micro_precision": precision, "micro_recall": recall, "micro_f1": f1}
+    inventory = {label for label in (labels if labels is not None else [*predicted, *golds]) if label != no_relation}
+    if inventory and all(_DIRECTED_LABEL.match(label) for label in inventory):
+        scores["semeval_macro_f1"] = semeval2010_task8_macro_f1(predicted, golds, no_relation)
+    return scores
+
+
+def squad_scores(predictions: Sequence[str], references: Sequence[Sequence[str]]) -> Dict[str, float]:
+    """SQuAD v1.1 exact match and F1 (Rajpurkar et al. 2016) with torchmetrics' ``squad``, which
+    follows the official v1.1 evaluation script: answers are normalised (lowercased, punctuation
+    and the articles a/an/the removed, whitespace collapsed), F1 is over the bags of normalised
+    words, and each prediction scores its best match over all reference answers.
+
+    One edge case differs from the v1.1 script: when a prediction and a reference both normalise
+    to nothing (e.g. ``"the"`` and ``"."``), torchmetrics gives F1 1 where v1.1 gives 0 (EM is 1 in both).
+
+    Args:
+        predictions: ``N`` answer texts.
+        references: ``N`` lists of reference answer texts (any count each, at least one).
+
+    Returns:
+        ``{"exact_match": ..., "f1": ...}`` on a 0-100 scale, averaged over the ``N`` questions.
+    """
+    from torchmetrics.functional.text import squad
+
+    refs = _reference_lists(references)
+    _check_lengths(predictions, refs)
+    if not refs:
+        raise ValueError("squad_scores needs at least one prediction")
+    preds = [{"prediction_text": p or "", "id": str(i)} for i, p in enumerate(predictions)]
+    target = [{"answers": {"text": r, "answer_start": [0] * len(r)}, "id": str(i)} for i, r in enumerate(refs)]
+    scores = squad(preds, target)
+    return {"exact_match": float(scores["exact_match"]), "f1": float(scores["f1"])}
+
+
+def entity_scores(predictions: Sequence[Sequence[str]], targets: Sequence[Sequence[str]]) -> Dict[str, float]:
+    """Entity-level precision, recall and F1 (micro-averaged over entities) with seqeval in
+    strict IOB2 mode (CoNLL-2003's definition: an entity counts only with exact boundaries and
+    type; an ``I-X`` that does not continue ``B-X``/``I-X`` starts no entity). Never token-level.
+
+    One call of the function behind seqeval's ``precision_score`` / ``recall_score`` /
+    ``f1_score(mode="strict", scheme=IOB2)`` gives all three (tests/test_ner.py compares them).
+
+    Args:
+        predictions, targets: one IOB2 tag sequence per sentence, pairwise of equal length.
+
+    Returns:
+        ``{"precision": ..., "recall": ..., "f1": ...}`` on a 0-100 scale (0 where undefined).
+    """
+    from seqeval.metrics.v1 import precision_recall_fscore_support
+    from seqeval.scheme import IOB2
+
+    if len(predictions) != len(targets):
+        raise ValueError(f"{len(predictions)} predicted sentences but {len(targets)} gold sentences")
+    for i, (p, t) in enumerate(zip(predictions, targets)):
+        if len(p) != len(t):
+            raise ValueError(f"sentence {i}: {len(p)} predicted tags but {len(t)} gold tags")
+    y_pred, y_true = [list(p) for p in predictions], [list(t) for t in targets]
+    precision, recall, f1, _ = precision_recall_fscore_support(
+        y_true, y_pred, average="micro", zero_division=0, scheme=IOB2
+    )
+    return {"precision": 100.0 * float(precision), "recall": 100.0 * float(recall), "f1": 100.0 * float(f1)}

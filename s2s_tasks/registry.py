@@ -60,6 +60,30 @@ TASKS: Dict[str, TaskSpec] = {
             "s2s_tasks.tasks.dialogue.data:DialogueDataModule",
             "multi-turn history to the next turn; BLEU-1/2, Distinct-1/2, perplexity",
         ),
+        TaskSpec(
+            "classification",
+            "s2s_tasks.tasks.classification.model:ClassificationModule",
+            "s2s_tasks.tasks.classification.data:ClassificationDataModule",
+            "text to one label (encoder head or generated); accuracy, macro-F1",
+        ),
+        TaskSpec(
+            "ner",
+            "s2s_tasks.tasks.ner.model:NERModule",
+            "s2s_tasks.tasks.ner.data:NERDataModule",
+            "named entities as BIO tags (softmax or CRF tagger, or generated); seqeval entity F1",
+        ),
+        TaskSpec(
+            "qa",
+            "s2s_tasks.tasks.qa.model:QAModule",
+            "s2s_tasks.tasks.qa.data:QADataModule",
+            "extractive question answering, SQuAD v1.1 format (span pointers or generated); EM, F1",
+        ),
+        TaskSpec(
+            "relation_extraction",
+            "s2s_tasks.tasks.relation_extraction.model:RelationExtractionModule",
+            "s2s_tasks.tasks.relation_extraction.data:RelationExtractionDataModule",
+            "relation between two marked entities (encoder head or generated); micro-F1, SemEval macro-F1",
+        ),
     )
 }
 

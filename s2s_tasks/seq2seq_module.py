@@ -107,32 +107,24 @@ class Seq2SeqModule(BaseModule):
         # plain dicts keep the checkpoint loadable with weights_only=True
         self.hparams["generation"] = dataclasses.asdict(self.generation)
         self.hparams["val_generation"] = dataclasses.asdict(self.val_generation)
-        self.model = build_seq2seq(
-            vocab_size=vocab_size,
-            pad_id=pad_id,
-            architecture=architecture,
-            d_model=d_model,
-            num_encoder_layers=num_encoder_layers,
-            num_decoder_layers=num_decoder_layers,
-            num_heads=num_heads,
-            ffn_dim=ffn_dim,
-            dropout=dropout,
-            positional=positional,
-            max_positions=max_positions,
-            rnn_cell=rnn_cell,
-            bidirectional=bidirectional,
-            attention=attention,
-            input_feeding=input_feeding,
-            embedding_dim=embedding_dim,
-            tie_embeddings=tie_embeddings,
-            share_embeddings=share_embeddings,
-            copy_attention=copy_attention,
-            copy_attention_head=copy_attention_head,
-            coverage_attention=coverage_attention,
+        self.build_network(
+            dict(
+                vocab_size=vocab_size, pad_id=pad_id, architecture=architecture, d_model=d_model,
+                num_encoder_layers=num_encoder_layers, num_decoder_layers=num_decoder_layers, num_heads=num_heads,
+                ffn_dim=ffn_dim, dropout=dropout, positional=positional, max_positions=max_positions,
+                rnn_cell=rnn_cell, bidirectional=bidirectional, attention=attention, input_feeding=input_feeding,
+                embedding_dim=embedding_dim, tie_embeddings=tie_embeddings, share_embeddings=share_embeddings,
+                copy_attention=copy_attention, copy_attention_head=copy_attention_head,
+                coverage_attention=coverage_attention,
+            )
         )
         self._eval_outputs: Dict[str, List[Tuple[int, str, List[str]]]] = {}
         self._eval_nll: Dict[str, List[float]] = {}
         self._reported_signatures: Dict[str, str] = {}
+
+    def build_network(self, network_args: Dict[str, Any]) -> None:
+        """Create the weights from the ``model.*`` network arguments (``self.model``, a :class:`Seq2Seq`)."""
+        self.model = build_seq2seq(**network_args)
 
     # ----------------------------------------------------------------------------- loss
     def forward(self, src_ids: torch.Tensor, src_mask: torch.Tensor, tgt_in: torch.Tensor) -> torch.Tensor:
@@ -216,15 +208,29 @@ class Seq2SeqModule(BaseModule):
         self._eval_nll.setdefault(stage, []).extend([float(nll_sum), float(tokens)])
         config = self.val_generation if stage == "val" else self.generation
         texts, _ = self.decode(batch, config, enc_out)
-        rows = self._eval_outputs.setdefault(stage, [])
-        rows.extend(zip(batch["index"].tolist(), [t[0] for t in texts], batch["references"]))
+        self._eval_outputs.setdefault(stage, []).extend(self.eval_rows(batch, texts))
         if stage == "val" and self._beam_validation_due():
             seen = len(self._eval_outputs.get("val_beam", []))
             if seen < self.hparams.beam_validation_examples:
                 beam_texts, _ = self.decode(batch, self.generation, enc_out)
-                self._eval_outputs.setdefault("val_beam", []).extend(
-                    zip(batch["index"].tolist(), [t[0] for t in beam_texts], batch["references"])
-                )
+                self._eval_outputs.setdefault("val_beam", []).extend(self.eval_rows(batch, beam_texts))
+
+    def eval_rows(self, batch: Dict[str, Any], texts: List[List[str]]) -> List[Tuple[Any, Any, Any]]:
+        """``(key, prediction, reference)`` per example of a decoded batch; the key (the record
+        number) identifies duplicates that DDP adds by padding the last batches."""
+        return list(zip(batch["index"].tolist(), [t[0] for t in texts], batch["references"]))
+
+    def merge_eval_rows(self, rows: List[Tuple[Any, Any, Any]]) -> List[Tuple[Any, Any, Any]]:
+        """All ranks' rows -> one row per example in input order (duplicates dropped)."""
+        return sorted({key: (key, hyp, ref) for key, hyp, ref in rows}.values(), key=lambda row: row[0])
+
+    def format_example(self, row: Tuple[Any, Any, Any]) -> str:
+        """How a validation example is printed after each validation."""
+        key, hyp, refs = row
+        return f"  #{key} hyp: {hyp}\n  #{key} ref: {refs[0]}"
+
+    #: whether ``val/ppl`` (exp of the per-token loss) is meaningful for this model
+    reports_perplexity: bool = True
 
     def _beam_validation_due(self) -> bool:
         every = self.hparams.beam_validation_every_n_epochs
@@ -242,13 +248,15 @@ class Seq2SeqModule(BaseModule):
             nll = nll.to(self.device)
             torch.distributed.all_reduce(nll)
         loss = float(nll[0] / max(float(nll[1]), 1.0))
-        metrics: Dict[str, float] = {f"{stage}/loss": loss, f"{stage}/ppl": float(torch.tensor(loss).exp())}
-        examples: List[Tuple[int, str, List[str]]] = []
+        metrics: Dict[str, float] = {f"{stage}/loss": loss}
+        if self.reports_perplexity:
+            metrics[f"{stage}/ppl"] = float(torch.tensor(loss).exp())
+        examples: List[Tuple[Any, Any, Any]] = []
         for key, prefix in ((stage, f"{stage}/"), (f"{stage}_beam", f"{stage}/beam_")):
             rows = self.gather_objects(self._eval_outputs.pop(key, []))
             if not rows:
                 continue
-            rows = sorted({index: (index, hyp, refs) for index, hyp, refs in rows}.values())  # drop DDP padding duplicates
+            rows = self.merge_eval_rows(rows)  # drops DDP padding duplicates
             scores, signatures = self.compute_metrics([r[1] for r in rows], [r[2] for r in rows])
             metrics.update({prefix + name: value for name, value in scores.items()})
             if key == stage:
@@ -259,8 +267,8 @@ class Seq2SeqModule(BaseModule):
         if not self.trainer.sanity_checking:
             summary = " | ".join(f"{k} {v:.3f}" for k, v in metrics.items())
             self.print(f"[{stage} epoch {self.current_epoch} step {self.global_step}] {summary}")
-            for index, hyp, refs in examples[: self.hparams.log_examples]:
-                self.print(f"  #{index} hyp: {hyp}\n  #{index} ref: {refs[0]}")
+            for row in examples[: self.hparams.log_examples]:
+                self.print(self.format_example(row))
 
     def on_validation_epoch_end(self) -> None:
         self._finish_eval("val")

@@ -25,6 +25,12 @@ def test_wheel_installs_tasks_configs_and_sample_data(tmp_path):
         "s2s_tasks/configs/dialogue.yaml",
         "s2s_tasks/configs/translation.yaml",
         "s2s_tasks/configs/model/lstm-bahdanau.yaml",
+        "s2s_tasks/nn/crf.py",
+        "s2s_tasks/tasks/classification/sample/predict.txt",
+        "s2s_tasks/tasks/ner/sample/predict.txt",
+        "s2s_tasks/tasks/qa/sample/predict.jsonl",
+        "s2s_tasks/tasks/relation_extraction/sample/predict.jsonl",
+        "s2s_tasks/configs/qa.yaml",
     ):
         assert required in names, required
 
@@ -39,6 +45,7 @@ def test_wheel_installs_tasks_configs_and_sample_data(tmp_path):
         "from s2s_tasks.tasks.translation.data import TranslationDataModule as D\n"
         f"assert s2s_tasks.__file__.startswith({str(target)!r}), s2s_tasks.__file__\n"
         "assert all(s.config_file.is_file() for s in r.TASKS.values())\n"
+        "assert all(s.classes() for s in r.TASKS.values())\n"
         "assert (D.sample_dir / 'train.jsonl').is_file()\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, cwd=tmp_path, env={"PYTHONPATH": str(target), "PATH": "/usr/bin:/bin"})

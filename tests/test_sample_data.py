@@ -11,9 +11,12 @@ from pathlib import Path
 import pytest
 
 TASKS_DIR = Path(__file__).resolve().parent.parent / "tasks"
-TASKS = ["translation", "summarization", "dialogue"]
+TASKS = ["translation", "summarization", "dialogue", "classification"]
 #: (source field, target field) of each task's records; dialogue's source is a list of turns
-FIELDS = {"translation": ("source", "target"), "summarization": ("source", "target"), "dialogue": ("history", "response")}
+FIELDS = {
+    "translation": ("source", "target"), "summarization": ("source", "target"), "dialogue": ("history", "response"),
+    "classification": ("text", "label"),
+}
 FILES = ["train.jsonl", "validation.jsonl", "test.jsonl", "predict.txt"]
 SIZES = {"train": 4000, "validation": 200, "test": 200}
 N_PREDICT = 20

@@ -10,8 +10,9 @@ from __future__ import annotations
 import logging
 import warnings
 from dataclasses import dataclass
+from dataclasses import field as dc_field
 from pathlib import Path
-from typing import Any, ClassVar, Dict, List, Mapping, Optional, Tuple
+from typing import Any, ClassVar, Dict, Iterator, List, Mapping, Optional, Tuple
 
 import pytorch_lightning as pl
 import torch
@@ -37,6 +38,8 @@ log = logging.getLogger(__name__)
 warnings.filterwarnings("ignore", message="You are using a custom batch sampler", category=UserWarning)
 
 SPLITS = ("train", "validation", "test", "predict")
+#: padding value of label tensors: ``ignore_index`` of the losses
+LABEL_PAD = -100
 
 
 @dataclass
@@ -48,6 +51,11 @@ class EncodedSplit(Dataset):
     sources: List[Any]  # the raw source values: text (or a list of texts where a task allows it)
     references: Optional[List[List[str]]]
     record_numbers: List[int]  # 1-based position in the input file, so outputs keep input order
+    #: per-example task fields (labels, tags, span positions, parsed examples ...), batched by name
+    fields: Dict[str, List[Any]] = dc_field(default_factory=dict)
+    #: the names in ``fields`` the collator turns into tensors: ints -> ``(B,)``, lists of ints ->
+    #: ``(B, L)`` padded with ``LABEL_PAD`` (ignored by the losses); the other fields stay lists
+    tensor_fields: Tuple[str, ...] = ()
 
     def __len__(self) -> int:
         return len(self.src_ids)
@@ -66,7 +74,7 @@ class Seq2SeqCollator:
 
     Batch keys: ``src_ids`` (B,S), ``src_mask`` (B,S) bool, ``tgt_in`` (B,T) = ``<s> y``,
     ``tgt_out`` (B,T) = ``y </s>`` (pad elsewhere), ``index`` (B,) record numbers, ``source``
-    and ``references`` as lists of text.
+    and ``references`` as lists of text, and the split's task ``fields`` under their names.
     """
 
     def __init__(self, split: EncodedSplit, pad_id: int = PAD_ID) -> None:
@@ -93,83 +101,46 @@ class Seq2SeqCollator:
             batch["tgt_out"] = self._pad([split.tgt_ids[i] + [EOS_ID] for i in indices])
         if split.references is not None:
             batch["references"] = [split.references[i] for i in indices]
+        for name, values in split.fields.items():
+            column = [values[i] for i in indices]
+            if name not in split.tensor_fields:
+                batch[name] = column
+            elif isinstance(column[0], (list, tuple)):
+                batch[name] = self._pad_labels(column)
+            else:
+                batch[name] = torch.tensor(column, dtype=torch.long)
         return batch
 
+    @staticmethod
+    def _pad_labels(rows: List[List[int]]) -> torch.Tensor:
+        out = torch.full((len(rows), max(1, max(len(r) for r in rows))), LABEL_PAD, dtype=torch.long)
+        for i, row in enumerate(rows):
+            if row:
+                out[i, : len(row)] = torch.tensor(row, dtype=torch.long)
+        return out
 
-class Seq2SeqDataModule(pl.LightningDataModule):
-    """Source/target text pairs for generation tasks (translation, summarization, dialogue ...).
 
-    With no file and no dataset given, the task's embedded sample data (``sample_dir``) is used.
+class TextDataModule(pl.LightningDataModule):
+    """What every task's data module shares: finding each split (a local file, a dataset hub
+    split, or the task's embedded sample), the tokenizer (loaded, or trained on the training
+    split), and token-budget batching. Subclasses define their ``__init__`` arguments (typed, for
+    LightningCLI), :meth:`encode_split` and :meth:`tokenizer_training_texts`.
 
-    Args:
-        train_file, validation_file, test_file: local jsonl/json/csv/tsv/parquet files.
-        predict_file: inputs for ``predict``: the same formats, or ``.txt`` with one input per line.
-        dataset, dataset_config: a dataset hub name (and config) used for the splits whose file
-            is not given; split names are ``train_split``, ``validation_split``, ``test_split``.
-        source_column, target_column: column names of the input and output text.
-        references_column: optional column with a list of reference texts (multi-reference
-            evaluation); the target column is used otherwise.
-        tokenizer_file: a ``tokenizers`` JSON file or an s2s-tasks checkpoint to take the
-            tokenizer from; otherwise one is trained on the training split (shared source/target).
-        tokenizer_kind, tokenizer_vocab_size, min_frequency, lowercase: settings for that training.
-        max_source_tokens, max_target_tokens: truncation lengths (special tokens included);
-            the number of truncated records is reported.
-        max_tokens: token budget of a training batch (padded size); ``eval_max_tokens`` for
-            validation/test/predict (defaults to ``max_tokens``).
-        max_batch_size: optional cap on examples per batch.
-        num_workers: DataLoader worker processes.
-        seed: seed of the batch shuffling (reshuffled every epoch).
-        cache_dir: where ``datasets`` keeps its cache (default: its own).
+    It reads these hyperparameters: ``train_file``, ``validation_file``, ``test_file``,
+    ``predict_file``, ``dataset``, ``dataset_config``, ``*_split``, ``tokenizer_file``,
+    ``tokenizer_kind``, ``tokenizer_vocab_size``, ``min_frequency``, ``lowercase``,
+    ``max_tokens``, ``eval_max_tokens``, ``max_batch_size``, ``num_workers``, ``seed``,
+    ``cache_dir`` (documented in :class:`Seq2SeqDataModule`).
     """
 
     #: folder holding the task's embedded ``train/validation/test.jsonl`` and ``predict.txt``
     sample_dir: Optional[Path] = None
-
-    # ---- hooks for tasks whose source is more than one text (e.g. a dialogue history) ----------
-    #: extra special tokens of the task (e.g. turn markers): registered when a tokenizer is
-    #: trained (never split, dropped when decoding) and required in a loaded one
+    #: extra special tokens of the task (e.g. turn or entity markers): registered when a
+    #: tokenizer is trained (never split, dropped when decoding) and required in a loaded one
     special_tokens: ClassVar[Tuple[str, ...]] = ()
-    #: whether ``data.source_column`` may hold a list of texts besides plain text
-    list_sources: ClassVar[bool] = False
-    #: boolean columns returned by :meth:`encode_sources` -> what a True means; each is counted
-    #: over the kept records and reported as "N of M records <message>" (formatted with the hparams)
-    source_flags: ClassVar[Dict[str, str]] = {
-        "src_truncated": "truncated to data.max_source_tokens={max_source_tokens} tokens",
-    }
 
-    def __init__(
-        self,
-        train_file: Optional[str] = None,
-        validation_file: Optional[str] = None,
-        test_file: Optional[str] = None,
-        predict_file: Optional[str] = None,
-        dataset: Optional[str] = None,
-        dataset_config: Optional[str] = None,
-        train_split: str = "train",
-        validation_split: str = "validation",
-        test_split: str = "test",
-        source_column: str = "source",
-        target_column: str = "target",
-        references_column: Optional[str] = None,
-        tokenizer_file: Optional[str] = None,
-        tokenizer_kind: str = "bpe",
-        tokenizer_vocab_size: int = 8000,
-        min_frequency: int = 2,
-        lowercase: bool = False,
-        max_source_tokens: int = 256,
-        max_target_tokens: int = 128,
-        max_tokens: int = 4096,
-        eval_max_tokens: Optional[int] = None,
-        max_batch_size: Optional[int] = None,
-        num_workers: int = 0,
-        seed: int = 1234,
-        cache_dir: Optional[str] = None,
-    ) -> None:
+    def __init__(self) -> None:
         super().__init__()
-        self.save_hyperparameters()
-        for key, value in (("max_source_tokens", max_source_tokens), ("max_target_tokens", max_target_tokens)):
-            if value < 2:
-                raise ValueError(f"data.{key} must be at least 2 (room for the special tokens), got {value}")
         self._raw: Dict[str, Any] = {}
         self._encoded: Dict[str, EncodedSplit] = {}
         self._tokenizer = None
@@ -215,18 +186,6 @@ class Seq2SeqDataModule(pl.LightningDataModule):
         source = self._split_source(split)
         return f"{split} data {source[1]!r}" if source else f"{split} data"
 
-    def _text_columns(self, split: str, dataset) -> Dict[str, Optional[str]]:
-        """Config key -> column for the fields this split must have."""
-        hp = self.hparams
-        if split == "predict":
-            if "text" in dataset.column_names and hp.source_column not in dataset.column_names:
-                return {"data.source_column": "text"}
-            return {"data.source_column": hp.source_column}
-        columns = {"data.source_column": hp.source_column, "data.target_column": hp.target_column}
-        if split != "train" and hp.references_column is not None:
-            columns["data.references_column"] = hp.references_column
-        return columns
-
     # ----------------------------------------------------------------------------- tokenizer
     @property
     def tokenizer(self):
@@ -243,15 +202,12 @@ class Seq2SeqDataModule(pl.LightningDataModule):
                         "no tokenizer: set data.tokenizer_file (a tokenizer JSON or a checkpoint), "
                         "pass --ckpt_path, or give training data (data.train_file / data.dataset) to train one"
                     )
-                train = self.raw_split("train")
-                check_columns(train, self._text_columns("train", train), self._origin("train"))
                 log.info(
                     "Training a %s tokenizer (data.tokenizer_vocab_size=%d) on the training split",
                     hp.tokenizer_kind, hp.tokenizer_vocab_size,
                 )
-                source_texts = (t for v in train[hp.source_column] for t in self.source_segments(v, hp))
                 self._tokenizer = train_tokenizer(
-                    iter_texts([source_texts, list(train[hp.target_column])]),
+                    self.tokenizer_training_texts(),
                     vocab_size=hp.tokenizer_vocab_size,
                     kind=hp.tokenizer_kind,
                     min_frequency=hp.min_frequency,
@@ -259,6 +215,10 @@ class Seq2SeqDataModule(pl.LightningDataModule):
                     extra_special_tokens=self.special_tokens,
                 )
         return self._tokenizer
+
+    def tokenizer_training_texts(self) -> Iterator[str]:
+        """The texts a new tokenizer is trained on (the training split's inputs and outputs)."""
+        raise NotImplementedError
 
     @property
     def vocab_size(self) -> int:
@@ -268,6 +228,141 @@ class Seq2SeqDataModule(pl.LightningDataModule):
     @property
     def pad_id(self) -> int:
         return PAD_ID
+
+    def encode_split(self, split: str) -> EncodedSplit:
+        """The split tokenized and ready to batch (computed once)."""
+        raise NotImplementedError
+
+    # ----------------------------------------------------------------------------- Lightning hooks
+    def setup(self, stage: Optional[str] = None) -> None:
+        needed = {"fit": ("train", "validation"), "validate": ("validation",), "test": ("test",), "predict": ("predict",)}
+        for split in needed.get(stage, ()) if stage else ("train", "validation"):
+            if split == "validation" and stage == "fit" and self._split_source("validation") is None:
+                log.warning("No validation data (data.validation_file): training without validation")
+                continue
+            self.encode_split(split)
+
+    def has_split(self, split: str) -> bool:
+        return self._split_source(split) is not None
+
+    def _loader(self, split: str, shuffle: bool) -> DataLoader:
+        data = self.encode_split(split)
+        trainer = self.trainer
+        world_size = trainer.world_size if trainer is not None else 1
+        rank = trainer.global_rank if trainer is not None else 0
+        hp = self.hparams
+        budget = hp.max_tokens if shuffle else (hp.eval_max_tokens or hp.max_tokens)
+        sampler = TokenBudgetBatchSampler(
+            data.lengths(), max_tokens=budget, max_batch_size=hp.max_batch_size,
+            shuffle=shuffle, seed=hp.seed, num_replicas=world_size, rank=rank,
+        )
+        return DataLoader(
+            data,
+            batch_sampler=sampler,
+            collate_fn=Seq2SeqCollator(data, PAD_ID),
+            num_workers=hp.num_workers,
+            persistent_workers=hp.num_workers > 0,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", shuffle=True)
+
+    def val_dataloader(self):
+        return self._loader("validation", shuffle=False) if self.has_split("validation") else []
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test", shuffle=False)
+
+    def predict_dataloader(self) -> DataLoader:
+        return self._loader("predict", shuffle=False)
+
+class Seq2SeqDataModule(TextDataModule):
+    """Source/target text pairs for generation tasks (translation, summarization, dialogue ...).
+
+    With no file and no dataset given, the task's embedded sample data (``sample_dir``) is used.
+
+    Args:
+        train_file, validation_file, test_file: local jsonl/json/csv/tsv/parquet files.
+        predict_file: inputs for ``predict``: the same formats, or ``.txt`` with one input per line.
+        dataset, dataset_config: a dataset hub name (and config) used for the splits whose file
+            is not given; split names are ``train_split``, ``validation_split``, ``test_split``.
+        source_column, target_column: column names of the input and output text.
+        references_column: optional column with a list of reference texts (multi-reference
+            evaluation); the target column is used otherwise.
+        tokenizer_file: a ``tokenizers`` JSON file or an s2s-tasks checkpoint to take the
+            tokenizer from; otherwise one is trained on the training split (shared source/target).
+        tokenizer_kind, tokenizer_vocab_size, min_frequency, lowercase: settings for that training.
+        max_source_tokens, max_target_tokens: truncation lengths (special tokens included);
+            the number of truncated records is reported.
+        max_tokens: token budget of a training batch (padded size); ``eval_max_tokens`` for
+            validation/test/predict (defaults to ``max_tokens``).
+        max_batch_size: optional cap on examples per batch.
+        num_workers: DataLoader worker processes.
+        seed: seed of the batch shuffling (reshuffled every epoch).
+        cache_dir: where ``datasets`` keeps its cache (default: its own).
+    """
+
+    # ---- hooks for tasks whose source is more than one text (e.g. a dialogue history) ----------
+    #: whether ``data.source_column`` may hold a list of texts besides plain text
+    list_sources: ClassVar[bool] = False
+    #: boolean columns returned by :meth:`encode_sources` -> what a True means; each is counted
+    #: over the kept records and reported as "N of M records <message>" (formatted with the hparams)
+    source_flags: ClassVar[Dict[str, str]] = {
+        "src_truncated": "truncated to data.max_source_tokens={max_source_tokens} tokens",
+    }
+
+    def __init__(
+        self,
+        train_file: Optional[str] = None,
+        validation_file: Optional[str] = None,
+        test_file: Optional[str] = None,
+        predict_file: Optional[str] = None,
+        dataset: Optional[str] = None,
+        dataset_config: Optional[str] = None,
+        train_split: str = "train",
+        validation_split: str = "validation",
+        test_split: str = "test",
+        source_column: str = "source",
+        target_column: str = "target",
+        references_column: Optional[str] = None,
+        tokenizer_file: Optional[str] = None,
+        tokenizer_kind: str = "bpe",
+        tokenizer_vocab_size: int = 8000,
+        min_frequency: int = 2,
+        lowercase: bool = False,
+        max_source_tokens: int = 256,
+        max_target_tokens: int = 128,
+        max_tokens: int = 4096,
+        eval_max_tokens: Optional[int] = None,
+        max_batch_size: Optional[int] = None,
+        num_workers: int = 0,
+        seed: int = 1234,
+        cache_dir: Optional[str] = None,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        for key, value in (("max_source_tokens", max_source_tokens), ("max_target_tokens", max_target_tokens)):
+            if value < 2:
+                raise ValueError(f"data.{key} must be at least 2 (room for the special tokens), got {value}")
+
+    def _text_columns(self, split: str, dataset) -> Dict[str, Optional[str]]:
+        """Config key -> column for the fields this split must have."""
+        hp = self.hparams
+        if split == "predict":
+            if "text" in dataset.column_names and hp.source_column not in dataset.column_names:
+                return {"data.source_column": "text"}
+            return {"data.source_column": hp.source_column}
+        columns = {"data.source_column": hp.source_column, "data.target_column": hp.target_column}
+        if split != "train" and hp.references_column is not None:
+            columns["data.references_column"] = hp.references_column
+        return columns
+
+    def tokenizer_training_texts(self) -> Iterator[str]:
+        hp = self.hparams
+        train = self.raw_split("train")
+        check_columns(train, self._text_columns("train", train), self._origin("train"))
+        source_texts = (t for v in train[hp.source_column] for t in self.source_segments(v, hp))
+        return iter_texts([source_texts, list(train[hp.target_column])])
 
     # ----------------------------------------------------------------------------- encoding
     # The two hooks are classmethods taking the hyperparameters explicitly: the batched
@@ -362,46 +457,3 @@ class Seq2SeqDataModule(pl.LightningDataModule):
         )
         self._encoded[split] = result
         return result
-
-    # ----------------------------------------------------------------------------- Lightning hooks
-    def setup(self, stage: Optional[str] = None) -> None:
-        needed = {"fit": ("train", "validation"), "validate": ("validation",), "test": ("test",), "predict": ("predict",)}
-        for split in needed.get(stage, ()) if stage else ("train", "validation"):
-            if split == "validation" and stage == "fit" and self._split_source("validation") is None:
-                log.warning("No validation data (data.validation_file): training without validation")
-                continue
-            self.encode_split(split)
-
-    def has_split(self, split: str) -> bool:
-        return self._split_source(split) is not None
-
-    def _loader(self, split: str, shuffle: bool) -> DataLoader:
-        data = self.encode_split(split)
-        trainer = self.trainer
-        world_size = trainer.world_size if trainer is not None else 1
-        rank = trainer.global_rank if trainer is not None else 0
-        hp = self.hparams
-        budget = hp.max_tokens if shuffle else (hp.eval_max_tokens or hp.max_tokens)
-        sampler = TokenBudgetBatchSampler(
-            data.lengths(), max_tokens=budget, max_batch_size=hp.max_batch_size,
-            shuffle=shuffle, seed=hp.seed, num_replicas=world_size, rank=rank,
-        )
-        return DataLoader(
-            data,
-            batch_sampler=sampler,
-            collate_fn=Seq2SeqCollator(data, PAD_ID),
-            num_workers=hp.num_workers,
-            persistent_workers=hp.num_workers > 0,
-        )
-
-    def train_dataloader(self) -> DataLoader:
-        return self._loader("train", shuffle=True)
-
-    def val_dataloader(self):
-        return self._loader("validation", shuffle=False) if self.has_split("validation") else []
-
-    def test_dataloader(self) -> DataLoader:
-        return self._loader("test", shuffle=False)
-
-    def predict_dataloader(self) -> DataLoader:
-        return self._loader("predict", shuffle=False)

@@ -70,6 +70,40 @@ def _check_choice(key: str, value: str, choices: tuple) -> None:
         raise ValueError(f"`{key}` must be one of {list(choices)}, got {value!r}")
 
 
+def build_encoder(
+    *,
+    vocab_size: int,
+    pad_id: int,
+    architecture: str = "transformer",
+    d_model: int = 256,
+    num_encoder_layers: int = 3,
+    num_heads: int = 4,
+    ffn_dim: int = 1024,
+    dropout: float = 0.1,
+    positional: str = "sinusoidal",
+    max_positions: int = 1024,
+    rnn_cell: str = "lstm",
+    bidirectional: bool = True,
+    embedding_dim: Optional[int] = None,
+) -> Encoder:
+    """The encoder alone, from the same flat hyperparameters as :func:`build_seq2seq` (encoder
+    heads of classification, tagging, QA and relation extraction read its states)."""
+    _check_choice("model.architecture", architecture, ARCHITECTURES)
+    if architecture == "transformer":
+        _check_choice("model.positional", positional, POSITIONAL_CHOICES)
+        if d_model % num_heads != 0:
+            raise ValueError(f"`model.d_model` ({d_model}) must be divisible by `model.num_heads` ({num_heads})")
+        return TransformerEncoder(
+            vocab_size, d_model, num_heads, ffn_dim, num_encoder_layers,
+            dropout=dropout, pad_id=pad_id, positional=positional, max_positions=max_positions,
+        )
+    _check_choice("model.rnn_cell", rnn_cell, tuple(RNN_CELLS))
+    return RNNEncoder(
+        vocab_size, embedding_dim or d_model, d_model, num_layers=num_encoder_layers, cell=rnn_cell,
+        bidirectional=bidirectional, dropout=dropout, pad_id=pad_id,
+    )
+
+
 def build_seq2seq(
     *,
     vocab_size: int,
@@ -112,40 +146,34 @@ def build_seq2seq(
     ``N(0, dim**-0.5)`` with the padding row at zero, PyTorch defaults for recurrent weights.
     """
     _check_choice("model.architecture", architecture, ARCHITECTURES)
-    if architecture == "transformer":
-        if coverage_attention:
-            raise ValueError(
-                "`model.coverage_attention` feeds coverage into RNN attention scores and needs `model.architecture: rnn`; "
-                "for a Transformer use the coverage loss alone (`model.coverage_loss_weight`)"
-            )
-        _check_choice("model.positional", positional, POSITIONAL_CHOICES)
-        if d_model % num_heads != 0:
-            raise ValueError(f"`model.d_model` ({d_model}) must be divisible by `model.num_heads` ({num_heads})")
-        encoder: Encoder = TransformerEncoder(
-            vocab_size, d_model, num_heads, ffn_dim, num_encoder_layers,
-            dropout=dropout, pad_id=pad_id, positional=positional, max_positions=max_positions,
+    if architecture == "transformer" and coverage_attention:
+        raise ValueError(
+            "`model.coverage_attention` feeds coverage into RNN attention scores and needs `model.architecture: rnn`; "
+            "for a Transformer use the coverage loss alone (`model.coverage_loss_weight`)"
         )
+    if architecture == "rnn":
+        if copy_attention_head is not None:
+            raise ValueError(
+                "`model.copy_attention_head` applies to `model.architecture: transformer` only "
+                "(an RNN decoder has one attention); leave it unset"
+            )
+        _check_choice("model.attention", attention, RNN_ATTENTIONS)
+    encoder = build_encoder(
+        vocab_size=vocab_size, pad_id=pad_id, architecture=architecture, d_model=d_model,
+        num_encoder_layers=num_encoder_layers, num_heads=num_heads, ffn_dim=ffn_dim, dropout=dropout,
+        positional=positional, max_positions=max_positions, rnn_cell=rnn_cell, bidirectional=bidirectional,
+        embedding_dim=embedding_dim,
+    )
+    if architecture == "transformer":
         decoder: Decoder = TransformerDecoder(
             vocab_size, d_model, num_heads, ffn_dim, num_decoder_layers,
             dropout=dropout, pad_id=pad_id, positional=positional, max_positions=max_positions,
             copy_attention=copy_attention, copy_attention_head=copy_attention_head,
         )
     else:
-        if copy_attention_head is not None:
-            raise ValueError(
-                "`model.copy_attention_head` applies to `model.architecture: transformer` only "
-                "(an RNN decoder has one attention); leave it unset"
-            )
-        _check_choice("model.rnn_cell", rnn_cell, tuple(RNN_CELLS))
-        _check_choice("model.attention", attention, RNN_ATTENTIONS)
-        embedding_dim = embedding_dim or d_model
-        encoder = RNNEncoder(
-            vocab_size, embedding_dim, d_model, num_layers=num_encoder_layers, cell=rnn_cell,
-            bidirectional=bidirectional, dropout=dropout, pad_id=pad_id,
-        )
         decoder = RNNDecoder(
-            vocab_size, embedding_dim, d_model, encoder.output_size, num_layers=num_decoder_layers, cell=rnn_cell,
-            attention=attention, input_feeding=input_feeding, dropout=dropout, pad_id=pad_id,
+            vocab_size, embedding_dim or d_model, d_model, encoder.output_size, num_layers=num_decoder_layers,
+            cell=rnn_cell, attention=attention, input_feeding=input_feeding, dropout=dropout, pad_id=pad_id,
             copy_attention=copy_attention, coverage_attention=coverage_attention,
         )
     # Transformer layers already initialise themselves this way; this covers the RNN decoder and the output projection.

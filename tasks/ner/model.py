@@ -1,0 +1,147 @@
+"""NER head: encoder states at each word's first subword -> IOB2 tags (softmax or CRF), or the
+entities generated as text."""
+
+from __future__ import annotations
+
+from typing import Any, Dict, List, NamedTuple, Optional, Sequence, Tuple
+
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from s2s_tasks.data.datamodule import LABEL_PAD
+from s2s_tasks.metrics import entity_scores
+from s2s_tasks.nn.crf import LinearChainCRF, bio_allowed_transitions
+from s2s_tasks.structured_module import StructuredModule
+
+from .format import parse_entities, spans_to_tags, tags_to_spans
+
+#: how the scores are computed, logged with them
+SIGNATURES = {name: "seqeval strict IOB2, entity-level, micro-averaged" for name in ("precision", "recall", "f1")}
+
+
+class TagScores(NamedTuple):
+    """Head outputs: ``logits`` ``(B, W, T)`` (emission scores of the kept words) and ``mask``
+    ``(B, W)`` bool (True for real words)."""
+
+    logits: Tensor
+    mask: Tensor
+
+
+class NERModule(StructuredModule):
+    """Named-entity tagger.
+
+    Encoder head: the encoder state of each word's first subword, dropout, and a linear layer
+    to one score per tag. With ``crf: false`` each word's tag is the argmax of a softmax trained
+    with cross-entropy (the output may contain ``O -> I-X``; the metric, like seqeval's strict
+    mode, ignores such an ``I-X``). With ``crf: true`` the scores are the emissions of a
+    linear-chain CRF (Lafferty et al. 2001; Lample et al. 2016) trained by its negative
+    log-likelihood and decoded by Viterbi under BIO constraints, so no invalid transition is
+    ever output. Both losses are averaged per word. Generate head: the entities are generated as
+    text (``EU [ORG] ; German [MISC]``) and parsed back into tags (see :mod:`format`).
+
+    Metrics (0-100): entity-level ``precision``, ``recall`` and ``f1`` (seqeval, strict IOB2,
+    micro-averaged over entities), never token-level.
+
+    Args:
+        crf: a CRF output layer with BIO-constrained Viterbi decoding instead of a per-word softmax.
+        **kwargs: see :class:`~s2s_tasks.structured_module.StructuredModule`.
+    """
+
+    task_name = "ner"
+
+    def __init__(self, crf: bool = False, **kwargs: Any) -> None:
+        if crf and kwargs.get("head") == "generate":
+            raise ValueError("model.crf applies with model.head: encoder only (the generate head writes the entities as text)")
+        super().__init__(**kwargs)
+
+    # ----------------------------------------------------------------------------- network
+    def build_head(self, input_size: int) -> nn.Module:
+        num_labels = self.hparams.num_labels
+        if num_labels < 3:
+            raise ValueError(
+                f"NER needs O and the B-/I- tags of at least one entity type (model.num_labels, linked from the data), "
+                f"got {num_labels}; check the tags column (data.tags_column) or data.labels"
+            )
+        head = nn.ModuleDict({"dropout": nn.Dropout(self.hparams.head_dropout), "out": nn.Linear(input_size, num_labels)})
+        if self.hparams.crf:
+            head["crf"] = LinearChainCRF(num_labels)  # the BIO constraints are set with the tag names
+        return head
+
+    def set_label_names(self, names: Sequence[str]) -> None:
+        """Set the tag inventory (and, with a CRF, its BIO transition constraints)."""
+        self.label_names = list(names)
+        if not self.generates and self.hparams.crf and self.label_names:
+            if len(self.label_names) != self.hparams.num_labels:
+                raise ValueError(f"{len(self.label_names)} tag names for model.num_labels={self.hparams.num_labels}")
+            try:
+                allowed = bio_allowed_transitions(self.label_names)
+            except ValueError as err:
+                raise ValueError(f"{err}; model.crf needs IOB2 tag names (check data.labels)") from None
+            self.task_head["crf"].set_allowed(allowed)
+
+    def setup(self, stage: str) -> None:
+        super().setup(stage)
+        self.set_label_names(self.label_names)
+
+    def on_load_checkpoint(self, checkpoint: Dict[str, Any]) -> None:
+        super().on_load_checkpoint(checkpoint)
+        self.set_label_names(self.label_names)
+
+    @property
+    def entity_types(self) -> List[str]:
+        return sorted({name[2:] for name in self.label_names if name != "O"})
+
+    # ----------------------------------------------------------------------------- encoder head
+    def head_forward(self, batch: Dict[str, Any], enc_out) -> TagScores:
+        starts = batch["word_starts"]  # (B, W), LABEL_PAD after each row's kept words
+        mask = starts != LABEL_PAD
+        index = starts.clamp(min=0).unsqueeze(-1).expand(-1, -1, enc_out.states.size(-1))
+        states = enc_out.states.gather(1, index)  # (B, W, D)
+        head = self.task_head
+        return TagScores(head["out"](head["dropout"](states)), mask)
+
+    def head_loss(self, outputs: TagScores, batch: Dict[str, Any]) -> Tuple[Tensor, int]:
+        tags = batch["tags"]  # (B, W)
+        count = int((tags != LABEL_PAD).sum())
+        if self.hparams.crf:
+            return self.task_head["crf"].nll(outputs.logits, tags, outputs.mask).sum(), count
+        logits = outputs.logits.float()
+        loss = F.cross_entropy(logits.reshape(-1, logits.size(-1)), tags.reshape(-1), ignore_index=LABEL_PAD, reduction="sum")
+        return loss, count
+
+    def head_predict(self, outputs: TagScores, batch: Dict[str, Any]) -> List[List[str]]:
+        if self.hparams.crf:
+            ids = self.task_head["crf"].viterbi_decode(outputs.logits, outputs.mask)
+        else:
+            lengths = outputs.mask.sum(1).tolist()
+            ids = [row[:n] for row, n in zip(outputs.logits.argmax(-1).tolist(), lengths)]
+        names = self.label_names
+        # words cut off by truncation have no scores: they are predicted O
+        return [[names[i] for i in row] + ["O"] * (len(example.words) - len(row)) for row, example in zip(ids, batch["example"])]
+
+    # ----------------------------------------------------------------------------- generate head
+    def parse_generated(self, texts: List[str], batch: Dict[str, Any]) -> List[List[str]]:
+        types = self.entity_types
+        predictions = []
+        for text, example in zip(texts, batch["example"]):
+            spans = parse_entities(text, example.words, types)
+            predictions.append(spans_to_tags(spans, len(example.words)))
+        return predictions
+
+    # ----------------------------------------------------------------------------- metrics and output
+    def compute_metrics(self, predictions: Sequence[List[str]], golds: Sequence[List[str]]) -> Tuple[Dict[str, float], Dict[str, str]]:
+        return entity_scores(predictions, golds), dict(SIGNATURES)
+
+    def prediction_record(self, prediction: List[str], batch: Dict[str, Any], i: int, outputs: Optional[TagScores] = None) -> Dict[str, Any]:
+        """``{"tags": [...], "entities": [{"text", "label", "start_word", "end_word", "start_char",
+        "end_char"}]}``: word indices (end exclusive) and character offsets (end exclusive) into
+        the record's ``source``."""
+        example = batch["example"][i]
+        entities = []
+        for start, end, label in tags_to_spans(prediction):
+            start_char, end_char = example.offsets[start][0], example.offsets[end - 1][1]
+            entities.append({
+                "text": example.text[start_char:end_char], "label": label, "start_word": start, "end_word": end,
+                "start_char": start_char, "end_char": end_char,
+            })
+        return {"tags": list(prediction), "entities": entities}

@@ -1,0 +1,323 @@
+"""Data for extractive question answering in SQuAD v1.1 format (Rajpurkar et al. 2016): a
+context, a question, and answers given by their text and character offset in the context.
+
+Encoder head: the question and a window of the context in one encoder input, with a segment
+marker between them (as BERT's ``[SEP]``; Devlin et al. 2019, sec. 4.2)::
+
+    <s> question tokens <sep> context tokens of the window </s>
+
+Contexts too long for one input are split into overlapping windows (Devlin et al. 2019's
+"document stride"); each window is a feature of its own, all pointing at the same example,
+and the model keeps the best span over the windows (:mod:`tasks.qa.model`).
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_left, bisect_right
+from itertools import islice
+from pathlib import Path
+from typing import Any, ClassVar, Dict, Iterator, List, NamedTuple, Optional, Sequence, Tuple
+
+from s2s_tasks.data.structured import RecordError, SkipRecord, StructuredDataModule
+from s2s_tasks.data.tokenizer import BOS_ID, EOS_ID, encode_batch
+
+#: the segment marker between question and context (a special token of the tokenizer)
+SEP = "<sep>"
+
+Span = Tuple[int, int]
+
+
+class QAExample(NamedTuple):
+    """One question. ``answers``/``answer_starts`` are empty for prediction inputs."""
+
+    id: Optional[str]
+    question: str
+    context: str
+    answers: Tuple[str, ...]
+    answer_starts: Tuple[int, ...]
+
+
+# ----------------------------------------------------------------------------- windows and offsets
+def token_char_spans(text: str, offsets: Sequence[Span]) -> List[Span]:
+    """Each token's ``[start, end)`` character span in ``text`` without surrounding whitespace.
+
+    The Metaspace pre-tokenizer folds the space before a word into the word's token (and a run
+    of spaces may become a token of its own), so the tokenizer's offsets can start at a space;
+    a whitespace-only token becomes the empty span at its end. Spans stay in text order.
+    """
+    spans = []
+    for start, end in offsets:
+        while start < end and text[start].isspace():
+            start += 1
+        while end > start and text[end - 1].isspace():
+            end -= 1
+        spans.append((start, end))
+    return spans
+
+
+def split_windows(n_tokens: int, window: int, doc_stride: int) -> List[Span]:
+    """``(first token, length)`` of each window over ``n_tokens`` context tokens.
+
+    The convention of BERT's ``run_squad.py`` (Devlin et al. 2019): ``doc_stride`` is the step
+    between the starts of consecutive windows (not the overlap, as in Hugging Face's
+    ``stride``), so consecutive windows share ``window - doc_stride`` tokens; windows start at
+    ``0, doc_stride, 2 * doc_stride, ...`` until one reaches the end of the context. With
+    ``doc_stride <= window`` every token is in at least one window.
+    """
+    if window < 1 or doc_stride < 1:
+        raise ValueError(f"window ({window}) and doc_stride ({doc_stride}) must be positive")
+    windows, start = [], 0
+    while True:
+        length = min(window, n_tokens - start)
+        windows.append((start, length))
+        if start + length >= n_tokens:
+            return windows
+        start += min(length, doc_stride)
+
+
+def answer_token_span(spans: Sequence[Span], start_char: int, end_char: int) -> Optional[Span]:
+    """The first and last token (inclusive) covering characters ``[start_char, end_char)``, or
+    ``None`` when no token does. A token that is only partly inside the answer is included: the
+    span then maps back to slightly more text than the answer (reported by the data module)."""
+    ends = [end for _, end in spans]
+    starts = [start for start, _ in spans]
+    first = bisect_right(ends, start_char)  # first token ending after the answer starts
+    last = bisect_left(starts, end_char) - 1  # last token starting before the answer ends
+    while first < last and spans[first][0] == spans[first][1]:  # skip whitespace-only tokens
+        first += 1
+    return (first, last) if first <= last else None
+
+
+# ----------------------------------------------------------------------------- the data module
+class QADataModule(StructuredDataModule):
+    """Extractive QA records in SQuAD v1.1 format: a context (``data.context_column``), a question
+    (``data.question_column``) and answers (``data.answers_column``), either SQuAD's
+    ``{"text": [...], "answer_start": [...]}`` or a list of ``{"text", "answer_start"}``
+    objects; ``answer_start`` is the 0-based character offset of the answer in the context.
+    Records with an empty context or question are skipped and counted, and so are records
+    without any answer (SQuAD 2.0's unanswerable questions). ``predict`` needs the context and
+    the question only (a jsonl/csv/parquet file); an ``id`` column is copied to the predictions.
+
+    Encoder head: ``<s> question <sep> window </s>``, the question cut to
+    ``data.max_question_tokens`` and the context split into windows of at most
+    ``data.max_source_tokens - len(question) - 3`` tokens that start every ``data.doc_stride``
+    tokens (see :func:`split_windows`: BERT's convention, the step between window starts). The
+    training target of a window is the token span of the first answer when it lies wholly
+    inside the window, else position 0 (``<s>``, "no answer here", as in BERT). Every feature
+    keeps the character span of each of its context tokens, so a predicted token span maps back
+    to characters of the original context.
+
+    Generate head: ``question <sep> context`` -> the first answer's text; windows do not apply
+    (an input longer than ``data.max_source_tokens`` is cut at its end and counted).
+
+    Without files or a dataset it uses the embedded sample: synthetic paragraphs of facts about
+    invented people with one question each, made by ``sample_data.py``.
+
+    Args:
+        context_column, question_column, answers_column: the columns of the record.
+        id_column: an optional column of question ids, copied to the predictions file (ignored
+            when the data has no such column).
+        doc_stride: step in tokens between the starts of consecutive windows of a long context;
+            at most the shortest window (``max_source_tokens - max_question_tokens - 3``).
+        max_question_tokens: longer questions are cut (and counted).
+        **kwargs: see :class:`~s2s_tasks.data.structured.StructuredDataModule`
+            (``max_source_tokens`` is the length of a whole window input).
+    """
+
+    sample_dir = Path(__file__).resolve().parent / "sample"
+    uses_labels: ClassVar[bool] = False
+    special_tokens: ClassVar[Tuple[str, ...]] = (SEP,)
+    tensor_fields: ClassVar[Tuple[str, ...]] = ("start_position", "end_position", "context_start", "context_length")
+
+    def __init__(
+        self,
+        context_column: str = "context",
+        question_column: str = "question",
+        answers_column: str = "answers",
+        id_column: Optional[str] = "id",
+        doc_stride: int = 128,
+        max_question_tokens: int = 64,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)  # save_hyperparameters there records the arguments above too
+        hp = self.hparams
+        if max_question_tokens < 1:
+            raise ValueError(f"data.max_question_tokens must be at least 1, got {max_question_tokens}")
+        if hp.head == "encoder":
+            shortest = hp.max_source_tokens - max_question_tokens - 3
+            if shortest < 1:
+                raise ValueError(
+                    f"data.max_source_tokens={hp.max_source_tokens} leaves no room for the context after a question of "
+                    f"data.max_question_tokens={max_question_tokens} tokens and 3 special tokens; raise "
+                    "data.max_source_tokens or lower data.max_question_tokens"
+                )
+            if not 1 <= doc_stride <= shortest:
+                raise ValueError(
+                    f"data.doc_stride must be between 1 and {shortest} (the shortest window: data.max_source_tokens - "
+                    "data.max_question_tokens - 3) so that consecutive windows overlap or touch and every context "
+                    f"token is in a window; got {doc_stride}"
+                )
+
+    # ----------------------------------------------------------------------------- records
+    def columns(self, split: str, column_names: List[str]) -> Dict[str, str]:
+        hp = self.hparams
+        columns = {"data.context_column": hp.context_column, "data.question_column": hp.question_column}
+        if split != "predict":
+            columns["data.answers_column"] = hp.answers_column
+        if hp.id_column and hp.id_column in column_names:
+            columns["data.id_column"] = hp.id_column
+        return columns
+
+    @staticmethod
+    def _text(record: Dict[str, Any], column: str, what: str) -> str:
+        value = record[column]
+        if value is not None and not isinstance(value, str):
+            raise RecordError(column, f"expected the {what} as text, got {type(value).__name__} ({str(value)[:60]!r})")
+        if not value or not value.strip():
+            raise SkipRecord(f"empty or whitespace-only {what}")
+        return value
+
+    def read_record(self, record: Dict[str, Any], with_gold: bool) -> QAExample:
+        hp = self.hparams
+        context = self._text(record, hp.context_column, "context")
+        question = self._text(record, hp.question_column, "question")
+        raw_id = record.get(hp.id_column) if hp.id_column else None
+        example_id = None if raw_id is None else str(raw_id)
+        if not with_gold:
+            return QAExample(example_id, question, context, (), ())
+        texts, starts = self._answers(record[hp.answers_column], context)
+        return QAExample(example_id, question, context, texts, starts)
+
+    def _answers(self, value: Any, context: str) -> Tuple[Tuple[str, ...], Tuple[int, ...]]:
+        """Validated ``(texts, starts)`` of one record's answers."""
+        column = self.hparams.answers_column
+        expected = 'SQuAD answers: {"text": [...], "answer_start": [...]} or a list of {"text", "answer_start"} objects'
+        if isinstance(value, dict) and {"text", "answer_start"} <= set(value):
+            texts, starts = value["text"], value["answer_start"]
+            if isinstance(texts, str) and isinstance(starts, int):
+                texts, starts = [texts], [starts]
+            if not isinstance(texts, (list, tuple)) or not isinstance(starts, (list, tuple)):
+                raise RecordError(column, f"expected {expected}; 'text' and 'answer_start' must be lists, got {value!r}"[:300])
+            if len(texts) != len(starts):
+                raise RecordError(
+                    column, f"'text' has {len(texts)} answers but 'answer_start' has {len(starts)}; give one offset per answer"
+                )
+        elif isinstance(value, (list, tuple)) and all(isinstance(a, dict) and {"text", "answer_start"} <= set(a) for a in value):
+            texts, starts = [a["text"] for a in value], [a["answer_start"] for a in value]
+        else:
+            raise RecordError(column, f"expected {expected}, got {str(value)[:120]!r}")
+        if not texts:
+            raise SkipRecord("no answer (SQuAD 2.0-style unanswerable questions are not part of SQuAD v1.1 extractive QA)")
+        for k, (text, start) in enumerate(zip(texts, starts)):
+            if not isinstance(text, str) or not text.strip():
+                raise RecordError(column, f"answer {k}: expected a non-empty answer text, got {text!r}")
+            if isinstance(start, bool) or not isinstance(start, int) or start < 0:
+                raise RecordError(column, f"answer {k} ({text!r}): answer_start must be a character offset (an integer >= 0), got {start!r}")
+            found = context[start : start + len(text)]
+            if found != text:
+                where = list(islice(_occurrences(context, text), 5))
+                hint = f"; the text occurs at offset(s) {where}" if where else "; the text does not occur in the context"
+                raise RecordError(
+                    column,
+                    f"answer {k}: the context has {found!r} at answer_start={start}, expected the answer text {text!r}{hint}. "
+                    "answer_start must be the 0-based character offset of the answer in the context "
+                    f"({self.hparams.context_column!r}); fix the offset or the answer text",
+                )
+        return tuple(texts), tuple(starts)
+
+    # ----------------------------------------------------------------------------- text views
+    def source_text(self, example: QAExample) -> str:
+        return f"{example.question} {SEP} {example.context}"
+
+    def target_text(self, example: QAExample) -> str:
+        return example.answers[0]
+
+    def gold(self, example: QAExample) -> List[str]:
+        """All reference answers: SQuAD scores a prediction against the best-matching one."""
+        return list(example.answers)
+
+    def display_source(self, example: QAExample) -> str:
+        return example.question
+
+    def tokenizer_training_texts(self) -> Iterator[str]:
+        """Each distinct context once (SQuAD asks several questions per paragraph), the questions,
+        and in ``generate`` mode the target answers."""
+        examples, _ = self.examples("train")
+        yield from dict.fromkeys(e.context for e in examples)
+        for example in examples:
+            yield example.question
+            if self.hparams.head == "generate":
+                yield self.target_text(example)
+
+    # ----------------------------------------------------------------------------- features
+    def encode_examples(self, examples: List[QAExample], tokenizer, with_gold: bool, origin: str) -> List[Dict[str, Any]]:
+        """One feature per window of each example's context.
+
+        Feature fields: ``src_ids``; ``example`` (position in ``examples``); ``window`` (its
+        number within the example); ``context_start`` (position of the window's first context
+        token in ``src_ids``) and ``context_length``; ``offsets`` (the ``[start, end)``
+        character span in the context of each of the window's tokens); and with gold
+        ``start_position``/``end_position`` (positions in ``src_ids``, 0 when the first answer
+        is not wholly inside the window).
+        """
+        hp = self.hparams
+        sep_id = tokenizer.token_to_id(SEP)
+        questions = encode_batch(tokenizer, [e.question for e in examples])
+        distinct = list(dict.fromkeys(e.context for e in examples))
+        encoded = {
+            context: (encoding.ids, token_char_spans(context, encoding.offsets))
+            for context, encoding in zip(distinct, tokenizer.encode_batch(distinct, add_special_tokens=False))
+        }
+        features: List[Dict[str, Any]] = []
+        long_contexts = outside = unaligned = 0
+        for n, example in enumerate(examples):
+            question = questions[n][: hp.max_question_tokens]
+            ids, spans = encoded[example.context]
+            windows = split_windows(len(ids), hp.max_source_tokens - len(question) - 3, hp.doc_stride)
+            long_contexts += len(windows) > 1
+            target = None
+            if with_gold:
+                start_char = example.answer_starts[0]
+                end_char = start_char + len(example.answers[0])
+                target = answer_token_span(spans, start_char, end_char)
+                if target is not None:
+                    extra = example.context[spans[target[0]][0] : start_char] + example.context[end_char : spans[target[1]][1]]
+                    unaligned += any(c.isalnum() for c in extra)  # more than punctuation next to the answer
+                if target is None or not any(s <= target[0] and target[1] < s + length for s, length in windows):
+                    outside += 1
+            prefix = [BOS_ID] + question + [sep_id]
+            offset = len(prefix)
+            for w, (start, length) in enumerate(windows):
+                feature = {
+                    "src_ids": prefix + ids[start : start + length] + [EOS_ID],
+                    "example": n,
+                    "window": w,
+                    "context_start": offset,
+                    "context_length": length,
+                    "offsets": spans[start : start + length],
+                }
+                if with_gold:
+                    inside = target is not None and start <= target[0] and target[1] < start + length
+                    feature["start_position"] = offset + target[0] - start if inside else 0
+                    feature["end_position"] = offset + target[1] - start if inside else 0
+                features.append(feature)
+        total = len(examples)
+        self.report(origin, sum(len(q) > hp.max_question_tokens for q in questions), total,
+                    f"questions cut to data.max_question_tokens={hp.max_question_tokens} tokens")
+        self.report(origin, long_contexts, total,
+                    f"contexts do not fit one input of data.max_source_tokens={hp.max_source_tokens} tokens: split into "
+                    f"windows every data.doc_stride={hp.doc_stride} tokens ({len(features)} windows in all)")
+        self.report(origin, unaligned, total,
+                    "answers start or end inside a word-piece token: their target covers the whole tokens, so the "
+                    "predicted text of such an answer has extra letters or digits (punctuation alone is not counted)")
+        self.report(origin, outside, total,
+                    "answers fit no single window (trained as 'no answer' in every window); raise data.max_source_tokens "
+                    "or lower data.doc_stride")
+        return features
+
+
+def _occurrences(text: str, part: str) -> Iterator[int]:
+    start = text.find(part)
+    while start >= 0:
+        yield start
+        start = text.find(part, start + 1)

@@ -1,0 +1,177 @@
+"""Extractive QA head: start/end pointers over the context tokens (or the answer generated as text)."""
+
+from __future__ import annotations
+
+from typing import Any, Dict, List, NamedTuple, Optional, Sequence, Tuple
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from s2s_tasks.metrics import squad_scores
+from s2s_tasks.structured_module import StructuredModule
+
+
+class QAPrediction(NamedTuple):
+    """A predicted answer: its text, its ``[start_char, end_char)`` span in the context (``None``
+    when unknown, e.g. a generated text that does not occur in the context) and its score
+    (start logit + end logit; ``None`` for generated answers)."""
+
+    text: str
+    start_char: Optional[int]
+    end_char: Optional[int]
+    score: Optional[float]
+
+
+def context_mask(batch: Dict[str, Any], length: int) -> torch.Tensor:
+    """``(B, length)`` bool: True at the positions of each feature's context tokens."""
+    positions = torch.arange(length, device=batch["context_start"].device)
+    start = batch["context_start"][:, None]
+    return (positions >= start) & (positions < start + batch["context_length"][:, None])
+
+
+def best_spans(
+    start_logits: torch.Tensor, end_logits: torch.Tensor, mask: torch.Tensor, max_answer_tokens: int
+) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The highest-scoring span of each row (Seo et al. 2017, sec. 2; Devlin et al. 2019, sec. 4.2):
+    ``argmax_{i <= j < i + max_answer_tokens} start_i + end_j`` over the positions where ``mask``
+    is True.
+
+    Args:
+        start_logits, end_logits: ``(B, S)``.
+        mask: ``(B, S)`` bool, the positions a span may start and end at (at least one per row).
+        max_answer_tokens: the longest span, in tokens.
+
+    Returns:
+        ``(start, end, score)``, each ``(B,)``: inclusive token positions and the span score.
+    """
+    length = start_logits.size(1)
+    start = start_logits.float().masked_fill(~mask, float("-inf"))
+    end = end_logits.float().masked_fill(~mask, float("-inf"))
+    scores = start[:, :, None] + end[:, None, :]  # (B, S, S): [b, i, j] = start_i + end_j
+    ones = torch.ones(length, length, dtype=torch.bool, device=scores.device)
+    band = torch.triu(ones) & ~torch.triu(ones, diagonal=max_answer_tokens)  # i <= j < i + max_answer_tokens
+    flat = scores.masked_fill(~band, float("-inf")).flatten(1)
+    best = flat.argmax(-1)
+    return best // length, best % length, flat.gather(1, best[:, None]).squeeze(1)
+
+
+class QAModule(StructuredModule):
+    """Extractive question answering.
+
+    Encoder head: one linear layer maps each encoder state to a start and an end logit, the
+    pointer networks of BiDAF (Seo et al. 2017) in BERT's form (Devlin et al. 2019, sec. 4.2:
+    ``P(start = i) = softmax_i(S . T_i)``). Logits are restricted to the window's context tokens
+    and, for the loss only, position 0 (``<s>``), the target of windows that do not hold the
+    answer. The loss is the mean of the start and end cross-entropies per window. A window's
+    prediction is its best span ``i <= j < i + max_answer_tokens`` by ``start_i + end_j``,
+    mapped to characters of the original context; an example's answer is the best-scoring
+    span over its windows.
+
+    Generate head: the answer text is generated from ``question <sep> context`` (windows do not
+    apply there); its character span is where it first occurs in the context (``null`` if nowhere).
+
+    Metrics (0-100): ``exact_match`` and ``f1``, SQuAD v1.1's (answer normalisation: lowercase,
+    no punctuation, no articles, single spaces; the best over all reference answers).
+
+    Args:
+        max_answer_tokens: the longest answer span considered, in tokens (30 in BERT's SQuAD
+            recipe).
+        **kwargs: see :class:`~s2s_tasks.structured_module.StructuredModule`.
+    """
+
+    task_name = "qa"
+
+    def __init__(self, max_answer_tokens: int = 30, **kwargs: Any) -> None:
+        if max_answer_tokens < 1:
+            raise ValueError(f"model.max_answer_tokens must be at least 1, got {max_answer_tokens}")
+        super().__init__(**kwargs)
+
+    # ----------------------------------------------------------------------------- encoder head
+    def build_head(self, input_size: int) -> nn.Module:
+        return nn.Sequential(nn.Dropout(self.hparams.head_dropout), nn.Linear(input_size, 2))
+
+    def head_forward(self, batch: Dict[str, Any], enc_out) -> Tuple[torch.Tensor, torch.Tensor]:
+        """``(start_logits, end_logits)``, each ``(B, S)`` float, masked to the context tokens and position 0."""
+        logits = self.task_head(enc_out.states).float()  # (B, S, 2)
+        allowed = context_mask(batch, logits.size(1))
+        allowed[:, 0] = True
+        logits = logits.masked_fill(~allowed[:, :, None], torch.finfo(logits.dtype).min)
+        return logits[..., 0], logits[..., 1]
+
+    def head_loss(self, outputs: Tuple[torch.Tensor, torch.Tensor], batch: Dict[str, Any]) -> Tuple[torch.Tensor, int]:
+        start_logits, end_logits = outputs
+        start = F.cross_entropy(start_logits, batch["start_position"], reduction="sum")
+        end = F.cross_entropy(end_logits, batch["end_position"], reduction="sum")
+        return (start + end) / 2, int(batch["start_position"].numel())
+
+    def head_predict(self, outputs: Tuple[torch.Tensor, torch.Tensor], batch: Dict[str, Any]) -> List[QAPrediction]:
+        start_logits, end_logits = outputs
+        mask = context_mask(batch, start_logits.size(1))
+        starts, ends, scores = best_spans(start_logits, end_logits, mask, self.hparams.max_answer_tokens)
+        predictions = []
+        for i, (start, end, score) in enumerate(zip(starts.tolist(), ends.tolist(), scores.tolist())):
+            offsets, first = batch["offsets"][i], int(batch["context_start"][i])
+            start_char, end_char = offsets[start - first][0], offsets[end - first][1]
+            text = batch["example"][i].context[start_char:end_char]
+            predictions.append(QAPrediction(text, start_char, end_char, score))
+        return predictions
+
+    # ----------------------------------------------------------------------------- generate head
+    def parse_generated(self, texts: List[str], batch: Dict[str, Any]) -> List[QAPrediction]:
+        predictions = []
+        for text, example in zip(texts, batch["example"]):
+            answer = text.strip()
+            found = example.context.find(answer) if answer else -1
+            start, end = (found, found + len(answer)) if found >= 0 else (None, None)
+            predictions.append(QAPrediction(answer, start, end, None))
+        return predictions
+
+    # ----------------------------------------------------------------------------- rows, metrics and records
+    def row_keys(self, batch: Dict[str, Any]) -> List[Tuple[int, int]]:
+        """(record number, window): each window of an example is a row of its own."""
+        index = batch["index"].tolist()
+        return list(zip(index, batch.get("window") or [0] * len(index)))
+
+    def merge_eval_rows(self, rows: List[Tuple[Any, Any, Any]]) -> List[Tuple[int, str, List[str]]]:
+        """All ranks' window rows ``((index, window), QAPrediction, gold)`` -> one row
+        ``(index, answer text, gold answers)`` per example in input order: DDP duplicates of a
+        window are dropped, then the best-scoring window's answer is kept."""
+        windows = {key: (key, prediction, gold) for key, prediction, gold in rows}
+        best: Dict[int, Tuple[int, QAPrediction, Any]] = {}
+        for (index, _), prediction, gold in (windows[key] for key in sorted(windows)):
+            kept = best.get(index)
+            if kept is None or _score(prediction) > _score(kept[1]):  # ties: the earlier window
+                best[index] = (index, prediction, gold)
+        return [(index, prediction.text, gold) for index, prediction, gold in (best[i] for i in sorted(best))]
+
+    def compute_metrics(self, predictions: Sequence[str], golds: Sequence[List[str]]) -> Tuple[Dict[str, float], Dict[str, str]]:
+        return squad_scores(list(predictions), [list(g) for g in golds]), {}
+
+    def prediction_record(self, prediction: QAPrediction, batch: Dict[str, Any], i: int, outputs: Any = None) -> Dict[str, Any]:
+        example = batch["example"][i]
+        record: Dict[str, Any] = {} if example.id is None else {"id": example.id}
+        record.update(
+            answer=prediction.text,
+            start_char=prediction.start_char,
+            end_char=prediction.end_char,
+            score=None if prediction.score is None else round(prediction.score, 4),
+        )
+        return record
+
+    def merge_prediction_records(self, records: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
+        """All ranks' per-window records -> the best-scoring one per question, in input order."""
+        best: Dict[int, Dict[str, Any]] = {}
+        for record in records:
+            kept = best.get(record["index"])
+            if kept is None or _record_score(record) > _record_score(kept):
+                best[record["index"]] = record
+        return [best[index] for index in sorted(best)]
+
+
+def _score(prediction: QAPrediction) -> float:
+    return float("-inf") if prediction.score is None else prediction.score
+
+
+def _record_score(record: Dict[str, Any]) -> float:
+    return float("-inf") if record.get("score") is None else record["score"]

@@ -1,0 +1,144 @@
+"""Classification: record checks, label inventory, pooling, class weights, metrics, and a tiny
+model that learns the embedded sample."""
+
+import json
+import logging
+
+import pytest
+import pytorch_lightning as pl
+import torch
+
+from s2s_tasks.metrics import classification_scores
+from s2s_tasks.nn.pooling import SequencePooling
+from s2s_tasks.registry import get_task
+
+ClassificationModule, ClassificationDataModule = get_task("classification").classes()
+
+
+def write_jsonl(path, records):
+    path.write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
+    return str(path)
+
+
+def make_data(tmp_path, train, validation=None, **kwargs):
+    files = {"train_file": write_jsonl(tmp_path / "train.jsonl", train)}
+    if validation is not None:
+        files["validation_file"] = write_jsonl(tmp_path / "validation.jsonl", validation)
+    return ClassificationDataModule(**files, tokenizer_vocab_size=100, min_frequency=1, cache_dir=str(tmp_path / "cache"), **kwargs)
+
+
+TRAIN = [{"text": f"good film {i}", "label": "pos"} for i in range(4)] + [{"text": f"bad film {i}", "label": "neg"} for i in range(4)]
+
+
+def test_labels_come_from_training_data_sorted_and_reach_the_batches(tmp_path):
+    data = make_data(tmp_path, TRAIN + [{"text": "so so", "label": 3}], validation=TRAIN[:3])
+    assert data.label_names == ["3", "neg", "pos"]  # integers are used as their decimal strings
+    data.setup("fit")
+    batch = next(iter(data.val_dataloader()))
+    assert batch["label"].tolist() == [2, 2, 2] and batch["gold"] == ["pos", "pos", "pos"]
+    assert (batch["src_ids"][:, 0] == 2).all()  # <s> first: what pooling "first" reads
+
+
+@pytest.mark.parametrize(
+    "record, message",
+    [
+        ({"text": ["a", "list"], "label": "pos"}, "record 9, field 'text' (data.text_column): expected text, got list"),
+        ({"text": "fine", "label": ""}, "record 9, field 'label' (data.label_column): expected a label"),
+        ({"text": "fine", "label": None}, "record 9, field 'label' (data.label_column)"),
+    ],
+)
+def test_bad_records_name_the_record_field_and_key(tmp_path, record, message):
+    data = make_data(tmp_path, TRAIN + [record])
+    with pytest.raises(ValueError, match="train data .*train.jsonl") as info:
+        data.label_names
+    assert message in str(info.value)
+
+
+def test_missing_column_lists_the_columns_and_key(tmp_path):
+    data = make_data(tmp_path, [{"sentence": "x", "label": "a"}, {"sentence": "y", "label": "b"}])
+    with pytest.raises(ValueError, match=r"column 'text' not found; the file has columns \['sentence', 'label'\]. Set data.text_column"):
+        data.label_names
+
+
+def test_unseen_validation_label_is_an_error_naming_data_labels(tmp_path):
+    data = make_data(tmp_path, TRAIN, validation=[{"text": "meh", "label": "neutral"}])
+    with pytest.raises(ValueError, match=r"validation data .*record 1: label 'neutral' is not in the label set \['neg', 'pos'\].*data.labels"):
+        data.setup("fit")
+    # listing it in data.labels makes it valid (a label may be absent from training)
+    data = make_data(tmp_path, TRAIN, validation=[{"text": "meh", "label": "neutral"}], labels=["neg", "neutral", "pos"])
+    data.setup("fit")
+    assert data.num_labels == 3
+
+
+def test_empty_texts_are_skipped_and_counted(tmp_path, caplog):
+    data = make_data(tmp_path, TRAIN + [{"text": "  ", "label": "pos"}, {"text": None, "label": "neg"}])
+    with caplog.at_level(logging.WARNING, logger="s2s_tasks"):
+        examples, numbers = data.examples("train")
+    assert len(examples) == 8 and numbers == list(range(1, 9))
+    assert "skipped 2 of 10 records: empty or whitespace-only text" in caplog.text
+
+
+def test_pooling_ignores_padding():
+    states = torch.tensor([[[1.0, 5.0], [3.0, -1.0], [100.0, 100.0]]])
+    mask = torch.tensor([[True, True, False]])
+    assert SequencePooling("mean", 2)(states, mask).tolist() == [[2.0, 2.0]]
+    assert SequencePooling("max", 2)(states, mask).tolist() == [[3.0, 5.0]]
+    assert SequencePooling("first", 2)(states, mask).tolist() == [[1.0, 5.0]]
+    attention = SequencePooling("attention", 2)
+    pooled = attention(states, mask)
+    assert pooled.shape == (1, 2) and pooled.max() <= 5.0  # a convex mix of the two real states only
+    with pytest.raises(ValueError, match="model.pooling must be one of"):
+        SequencePooling("median", 2)
+
+
+def test_classification_scores_hand_computed():
+    # gold: 0 0 1 1 2 ; predicted: 0 1 1 1 -1 (an invalid generated label)
+    scores = classification_scores([0, 1, 1, 1, -1], [0, 0, 1, 1, 2], num_classes=3)
+    assert scores["accuracy"] == pytest.approx(60.0)
+    # F1 per class: 0 -> P 1, R .5 -> 2/3 ; 1 -> P 2/3, R 1 -> .8 ; 2 -> 0
+    assert scores["macro_f1"] == pytest.approx(100 * (2 / 3 + 0.8 + 0) / 3, abs=1e-4)
+
+
+def test_balanced_class_weights_and_invalid_options(tmp_path):
+    data = make_data(tmp_path, TRAIN + [{"text": "bad again", "label": "neg"}, {"text": "bad still", "label": "neg"}])
+    model = ClassificationModule(vocab_size=data.vocab_size, num_labels=data.num_labels, d_model=16, ffn_dim=32,
+                                 num_heads=2, num_encoder_layers=1, class_weights="balanced")
+    trainer = pl.Trainer(max_steps=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                         enable_model_summary=False, use_distributed_sampler=False)
+    trainer.fit(model, datamodule=data)
+    # 6 neg, 4 pos: n / (k n_c)
+    assert model.class_weight.tolist() == pytest.approx([10 / 12, 10 / 8])
+    with pytest.raises(ValueError, match="model.class_weights has 3 weights but there are 2 labels"):
+        ClassificationModule(vocab_size=50, num_labels=2, class_weights=[1.0, 2.0, 3.0], d_model=16, num_heads=2)
+    with pytest.raises(ValueError, match="model.copy_attention needs a decoder"):
+        ClassificationModule(vocab_size=50, num_labels=2, copy_attention=True, d_model=16, num_heads=2)
+
+
+def test_generated_labels_are_parsed_against_the_label_set():
+    model = ClassificationModule(vocab_size=50, num_labels=2, head="generate", d_model=16, ffn_dim=32, num_heads=2,
+                                 num_encoder_layers=1, num_decoder_layers=1)
+    model.label_names = ["neg", "pos"]
+    assert model.parse_generated([" pos", "neutral", "neg"], {}) == ["pos", None, "neg"]
+    scores, _ = model.compute_metrics(["pos", None, "neg"], ["pos", "neg", "neg"])
+    assert scores["accuracy"] == pytest.approx(200 / 3)
+
+
+@pytest.mark.parametrize("architecture, pooling", [("transformer", "mean"), ("rnn", "max")])
+def test_tiny_model_learns_the_sample(tmp_path, architecture, pooling):
+    pl.seed_everything(0)
+    data = ClassificationDataModule(tokenizer_vocab_size=400, max_tokens=1024, cache_dir=str(tmp_path / "cache"))
+    model = ClassificationModule(
+        vocab_size=data.vocab_size, num_labels=data.num_labels, architecture=architecture, pooling=pooling,
+        d_model=64, ffn_dim=128, num_heads=2, num_encoder_layers=1, dropout=0.0, learning_rate=3e-3,
+        warmup_steps=20, log_examples=0,
+    )
+    trainer = pl.Trainer(
+        max_steps=300, max_epochs=100, check_val_every_n_epoch=100, logger=False, enable_checkpointing=False,
+        enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0, use_distributed_sampler=False,
+    )
+    before = trainer.validate(model, datamodule=data, verbose=False)[0]
+    trainer.fit(model, datamodule=data)
+    after = trainer.validate(model, datamodule=data, verbose=False)[0]
+    assert after["val/accuracy"] > before["val/accuracy"] + 20, (before, after)
+    assert after["val/macro_f1"] > before["val/macro_f1"] + 20, (before, after)
+    assert after["val/loss"] < before["val/loss"]
