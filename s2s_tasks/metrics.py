@@ -169,6 +169,28 @@ def classification_scores(predictions: Sequence[int], targets: Sequence[int], nu
     return {"accuracy": 100.0 * float(accuracy), "macro_f1": 100.0 * float(per_class[:num_classes].mean())}
 
 
+def multilabel_scores(predictions: Sequence[Sequence[int]], targets: Sequence[Sequence[int]], num_labels: int) -> Dict[str, float]:
+    """Multi-label scores with torchmetrics, on a 0-100 scale: ``accuracy`` (subset accuracy:
+    the predicted label set equals the gold set), ``micro_f1`` (over all label decisions) and
+    ``macro_f1`` (F1 per label, averaged over the label set).
+
+    Args:
+        predictions, targets: per example, 0/1 indicators over the ``num_labels`` labels.
+    """
+    import torch
+    from torchmetrics.functional.classification import multilabel_exact_match, multilabel_f1_score
+
+    if len(predictions) != len(targets):
+        raise ValueError(f"{len(predictions)} predictions but {len(targets)} targets")
+    preds = torch.tensor([list(p) for p in predictions], dtype=torch.long).view(-1, num_labels)
+    target = torch.tensor([list(t) for t in targets], dtype=torch.long).view(-1, num_labels)
+    return {
+        "accuracy": 100.0 * float(multilabel_exact_match(preds, target, num_labels=num_labels)),
+        "micro_f1": 100.0 * float(multilabel_f1_score(preds, target, num_labels=num_labels, average="micro", zero_division=0)),
+        "macro_f1": 100.0 * float(multilabel_f1_score(preds, target, num_labels=num_labels, average="macro", zero_division=0)),
+    }
+
+
 _DIRECTED_LABEL = re.compile(r"^(?P<name>.+)\((?:e1,e2|e2,e1)\)$")
 
 

@@ -142,3 +142,54 @@ def test_tiny_model_learns_the_sample(tmp_path, architecture, pooling):
     assert after["val/accuracy"] > before["val/accuracy"] + 20, (before, after)
     assert after["val/macro_f1"] > before["val/macro_f1"] + 20, (before, after)
     assert after["val/loss"] < before["val/loss"]
+
+
+def multilabel_records(n, seed):
+    """Texts that mention some of three topics; the labels are exactly the topics mentioned."""
+    import random
+
+    rng = random.Random(seed)
+    words = {"sport": ["match", "goal", "team"], "music": ["song", "band", "album"], "food": ["pizza", "bread", "soup"]}
+    filler = ["today", "we", "talked", "about", "the", "new", "and", "old", "a", "great"]
+    records = []
+    for _ in range(n):
+        topics = sorted(t for t in words if rng.random() < 0.4)
+        tokens = [rng.choice(filler) for _ in range(6)] + [rng.choice(words[t]) for t in topics]
+        rng.shuffle(tokens)
+        records.append({"text": " ".join(tokens), "label": topics})
+    return records
+
+
+def test_multi_label_data_model_metrics_and_cli(tmp_path):
+    from s2s_tasks.cli import main
+    from s2s_tasks.metrics import multilabel_scores
+
+    # subset accuracy 2/3; micro: TP 3, FP 1, FN 1 -> 75; per label F1: a 1, b 2/3 (TP1 FP0 FN1), c 0 (FP1)
+    scores = multilabel_scores([[1, 1, 0], [1, 0, 1], [0, 0, 0]], [[1, 1, 0], [1, 1, 0], [0, 0, 0]], 3)
+    assert scores["accuracy"] == pytest.approx(200 / 3, abs=1e-4)
+    assert scores["micro_f1"] == pytest.approx(75.0)
+    assert scores["macro_f1"] == pytest.approx(100 * (1 + 2 / 3 + 0) / 3, abs=1e-4)
+
+    train = write_jsonl(tmp_path / "train.jsonl", multilabel_records(600, 0))
+    validation = write_jsonl(tmp_path / "validation.jsonl", multilabel_records(100, 1))
+    common = ["--task", "classification", "--data.train_file", train, "--data.validation_file", validation,
+              "--data.multi_label", "true", "--trainer.default_root_dir", str(tmp_path), "--trainer.logger", "false",
+              "--trainer.callbacks", "[]", "--trainer.enable_checkpointing", "false", "--data.cache_dir", str(tmp_path / "c"),
+              "--model.d_model", "32", "--model.ffn_dim", "64", "--model.num_heads", "2", "--model.num_encoder_layers", "1",
+              "--model.dropout", "0", "--model.learning_rate", "0.005", "--model.warmup_steps", "10",
+              "--data.tokenizer_vocab_size", "100", "--data.max_tokens", "512"]
+    cli = main(["fit", *common, "--trainer.max_epochs", "12"])
+    assert cli.model.hparams.multi_label and cli.datamodule.label_names == ["food", "music", "sport"]
+    metrics = cli.trainer.callback_metrics
+    assert float(metrics["val/micro_f1"]) > 90 and float(metrics["val/accuracy"]) > 70, metrics
+    batch = next(iter(cli.datamodule.val_dataloader()))
+    assert batch["label"].shape[1] == 3 and set(batch["label"].unique().tolist()) <= {0, 1}
+    # the generate head renders label sets and parses them back
+    cli.datamodule.hparams.head = "generate"
+    example = cli.datamodule.examples("validation")[0][0]
+    rendered = cli.datamodule.target_text(example)
+    assert rendered == (" ; ".join(example.label) or "[NONE]")
+    model = ClassificationModule(vocab_size=50, num_labels=3, multi_label=True, head="generate", d_model=16, ffn_dim=32,
+                                 num_heads=2, num_encoder_layers=1, num_decoder_layers=1)
+    model.label_names = ["food", "music", "sport"]
+    assert model.parse_generated(["sport ; food", "[NONE]", "jazz ; music"], {}) == [("food", "sport"), (), ("music",)]

@@ -71,3 +71,19 @@ def test_fit_test_predict_both_heads(task, head, tmp_path, capsys):
     assert all("source" in r for r in records)
     if head == "generate":
         assert all(isinstance(r["generated"], str) for r in records)
+
+
+@pytest.mark.parametrize("task", list(MAIN_METRIC))
+def test_encoder_heads_run_on_the_rnn_encoder(task, tmp_path):
+    """The heads read any shared encoder: here the bidirectional LSTM of the lstm-bahdanau preset."""
+    cli = main([
+        "fit", "--task", task, "--model", str(config_dir() / "model" / "lstm-bahdanau.yaml"),
+        "--trainer.default_root_dir", str(tmp_path), "--trainer.logger", "false", "--trainer.enable_checkpointing", "false",
+        "--trainer.callbacks", "[]", "--data.cache_dir", str(tmp_path / "hf-cache"),
+        "--model.d_model", "32", "--model.embedding_dim", "32", "--model.num_encoder_layers", "1",
+        "--data.tokenizer_vocab_size", "300", "--data.max_tokens", "2048", "--data.eval_max_tokens", "512",
+        "--trainer.max_epochs", "1", "--trainer.limit_train_batches", "0.05", "--trainer.limit_val_batches", "0.25",
+    ])
+    assert cli.model.hparams.architecture == "rnn" and cli.model.hparams.head == "encoder"
+    assert type(cli.model.encoder).__name__ == "RNNEncoder"
+    assert f"val/{MAIN_METRIC[task]}" in cli.trainer.callback_metrics
