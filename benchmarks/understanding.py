@@ -14,6 +14,7 @@ task whose epoch is longer than the budget still gets a score. Prints a table, w
 from __future__ import annotations
 
 import argparse
+import csv
 import os
 import sys
 import tempfile
@@ -32,6 +33,16 @@ HEADS = ("encoder", "generate")
 MAIN_METRIC = {"classification": "accuracy", "ner": "f1", "qa": "f1", "relation_extraction": "semeval_macro_f1"}
 
 
+def best_logged(metrics_csv: Path, metric: str) -> Dict[str, float]:
+    """The best validation value of ``val/<metric>`` over a fit run's CSV log, and its step
+    (what the best-metric checkpoint holds; the final weights may have overfitted since)."""
+    rows = [r for r in csv.DictReader(open(metrics_csv)) if r.get(f"val/{metric}")]
+    if not rows:
+        return {}
+    best = max(rows, key=lambda r: float(r[f"val/{metric}"]))
+    return {"metric": f"val/{metric}", "value": round(float(best[f"val/{metric}"]), 3), "step": int(best["step"])}
+
+
 def val_metrics(results: List[Dict[str, float]]) -> Dict[str, float]:
     return {k: round(float(v), 3) for k, v in results[0].items() if k.startswith("val/")}
 
@@ -46,6 +57,7 @@ def run(task: str, head: str, data_dir: Path, max_time: str, extra: List[str], w
     start = time.perf_counter()
     cli = s2s_tasks(["fit", *common, "--trainer.max_time", max_time, "--trainer.max_epochs", "1000"])
     train_wall = time.perf_counter() - start
+    log_dir = Path(cli.trainer.logger.log_dir)
     final = val_metrics(cli.trainer.validate(cli.model, datamodule=cli.datamodule, verbose=False))
     return {
         "task": task,
@@ -60,6 +72,7 @@ def run(task: str, head: str, data_dir: Path, max_time: str, extra: List[str], w
         "parameters": sum(p.numel() for p in cli.model.parameters()),
         "untrained": untrained,
         "trained": final,
+        "best_during_training": best_logged(log_dir / "metrics.csv", MAIN_METRIC[task]),
     }
 
 
@@ -92,6 +105,9 @@ def main() -> None:
             before = r["untrained"].get(name, float("nan"))
             print(f"{r['task']:<20} {r['head']:<9} {name:<24} {before:>10.2f} {r['trained'][name]:>10.2f} "
                   f"{r['train_wall_seconds']:>8.0f} {r['steps']:>7}")
+        best = r.get("best_during_training") or {}
+        if best:
+            print(f"{r['task']:<20} {r['head']:<9} {'best ' + best['metric']:<24} {'':>10} {best['value']:>10.2f} {'':>8} {best['step']:>7}")
 
 
 if __name__ == "__main__":
