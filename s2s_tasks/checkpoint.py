@@ -7,6 +7,8 @@ the ``"s2s_tasks"`` key, the tokenizer JSON, the task name, label maps and the d
 
 from __future__ import annotations
 
+import pickle
+import re
 from pathlib import Path
 from typing import Any, Dict
 
@@ -22,11 +24,19 @@ def load_checkpoint(path: str) -> Dict[str, Any]:
         raise FileNotFoundError(f"checkpoint {path} does not exist or is not a file (check --ckpt_path)")
     try:
         return torch.load(file, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        # torch's message is several paragraphs and suggests weights_only=False: keep the cause only
+        found = re.search(r"Unsupported global: GLOBAL (\S+)", str(err))
+        cause = f"it refers to {found.group(1)}" if found else str(err).strip().splitlines()[0]
+        raise ValueError(
+            f"{path} could not be read as a checkpoint: it holds objects that are not safe to load ({cause}); "
+            "s2s-tasks reads only tensors and plain data from checkpoints (torch.load weights_only=True). "
+            "Pass a checkpoint written by s2s-tasks with --ckpt_path."
+        ) from None
     except Exception as err:
         raise ValueError(
-            f"{path} could not be read as a checkpoint ({type(err).__name__}: {err}). It may be truncated "
-            "(half-written), not a checkpoint, or contain objects that are not safe to load; "
-            "pass another file with --ckpt_path."
+            f"{path} could not be read as a checkpoint ({type(err).__name__}: {str(err).strip().splitlines()[0]}). "
+            "It may be truncated (half-written) or not a checkpoint; pass another file with --ckpt_path."
         ) from None
 
 
