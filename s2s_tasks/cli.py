@@ -30,6 +30,7 @@ tasks (--task):
 
 Every key of configs/TASK.yaml can be overridden with --config FILE or a flag such as
 --model.d_model 512, --data.train_file my.jsonl, --trainer.max_epochs 5.
+Errors are printed as one paragraph; --verbose (or S2S_TASKS_VERBOSE=1) adds the traceback.
 Options of one task and subcommand: s2s-tasks fit --task translation --help
 """
 
@@ -197,12 +198,28 @@ def _build_cli_class():
     return S2STasksCLI
 
 
+#: errors that describe bad input or configuration: the console script prints them as one
+#: paragraph (no traceback unless ``--verbose`` or ``S2S_TASKS_VERBOSE=1``)
+USER_ERRORS = (ValueError, FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError)
+
+
 def main(args: Optional[List[str]] = None):
     """Entry point of the ``s2s-tasks`` console script; returns the LightningCLI (its ``trainer``,
     ``model`` and ``datamodule``) when called from Python with ``args``, and None when it reads
     ``sys.argv`` (the console script passes the return value to ``sys.exit``, which would turn
-    any object into exit status 1)."""
+    any object into exit status 1).
+
+    From the console, an error in the input or the configuration ends the run with a one-paragraph
+    message and exit status 2; ``--verbose`` (or ``S2S_TASKS_VERBOSE=1``) shows the traceback
+    too. Python callers (``args`` given) get the exception itself.
+    """
+    import os
+
     argv = list(sys.argv[1:] if args is None else args)
+    verbose = "--verbose" in argv or os.environ.get("S2S_TASKS_VERBOSE", "") not in ("", "0")
+    argv = [a for a in argv if a != "--verbose"]
+    if args is None:
+        sys.argv[1:] = argv  # LightningCLI reads sys.argv itself (and warns if also given args)
     task = find_task(argv)
     has_subcommand = any(a in SUBCOMMANDS for a in argv)
     if task is None:
@@ -221,13 +238,18 @@ def main(args: Optional[List[str]] = None):
     module_class, datamodule_class = spec.classes()
     cli_class = _build_cli_class()
     defaults = {"default_config_files": [str(spec.config_file)]}
-    cli = cli_class(
-        module_class,
-        datamodule_class,
-        parser_kwargs={name: dict(defaults) for name in SUBCOMMANDS},
-        save_config_kwargs={"overwrite": True},
-        args=None if args is None else argv,
-    )
+    try:
+        cli = cli_class(
+            module_class,
+            datamodule_class,
+            parser_kwargs={name: dict(defaults) for name in SUBCOMMANDS},
+            save_config_kwargs={"overwrite": True},
+            args=None if args is None else argv,
+        )
+    except USER_ERRORS as err:
+        if args is not None or verbose:
+            raise
+        _fail(f"{err} (run with --verbose for the traceback)")
     return None if args is None else cli
 
 

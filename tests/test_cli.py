@@ -143,3 +143,15 @@ def test_console_script_exits_zero(tmp_path):
     code = "import sys; from s2s_tasks.cli import main; sys.argv = ['s2s-tasks', *sys.argv[1:]]; sys.exit(main())"
     result = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr[-2000:]
+
+
+def test_console_errors_are_one_paragraph_and_verbose_shows_the_traceback(tmp_path):
+    code = "import sys; from s2s_tasks.cli import main; sys.argv = ['s2s-tasks', *sys.argv[1:]]; sys.exit(main())"
+    missing = str(tmp_path / "missing.jsonl")
+    args = ["fit", "--task", "classification", "--data.train_file", missing, "--trainer.default_root_dir", str(tmp_path)]
+    result = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True)
+    assert result.returncode == 2
+    assert f"s2s-tasks: error: data.train_file: {missing} does not exist" in result.stderr
+    assert "Traceback" not in result.stderr
+    verbose = subprocess.run([sys.executable, "-c", code, *args, "--verbose"], capture_output=True, text=True)
+    assert verbose.returncode != 0 and "Traceback" in verbose.stderr and "FileNotFoundError" in verbose.stderr
