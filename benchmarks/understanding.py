@@ -24,7 +24,7 @@ from typing import Dict, List
 
 import torch
 
-from common import split_passthrough, write_json
+from common import split_passthrough, validation_metrics, write_json
 
 from s2s_tasks.cli import main as s2s_tasks
 
@@ -43,22 +43,18 @@ def best_logged(metrics_csv: Path, metric: str) -> Dict[str, float]:
     return {"metric": f"val/{metric}", "value": round(float(best[f"val/{metric}"]), 3), "step": int(best["step"])}
 
 
-def val_metrics(results: List[Dict[str, float]]) -> Dict[str, float]:
-    return {k: round(float(v), 3) for k, v in results[0].items() if k.startswith("val/")}
-
-
 def run(task: str, head: str, data_dir: Path, max_time: str, extra: List[str], workdir: Path) -> Dict:
     files = ["--data.train_file", str(data_dir / task / "train.jsonl"), "--data.validation_file", str(data_dir / task / "validation.jsonl")]
     common = ["--task", task, "--model.head", head, "--trainer.default_root_dir", str(workdir),
               "--trainer.logger.init_args.save_dir", str(workdir / "logs"), "--trainer.enable_progress_bar", "false",
               "--model.log_examples", "0", *files, *extra]
-    untrained_cli = s2s_tasks(["validate", *common])
-    untrained = {k: round(float(v), 3) for k, v in untrained_cli.trainer.callback_metrics.items() if k.startswith("val/")}
+    untrained = validation_metrics(s2s_tasks(["validate", *common]))
     start = time.perf_counter()
     cli = s2s_tasks(["fit", *common, "--trainer.max_time", max_time, "--trainer.max_epochs", "1000"])
     train_wall = time.perf_counter() - start
     log_dir = Path(cli.trainer.logger.log_dir)
-    final = val_metrics(cli.trainer.validate(cli.model, datamodule=cli.datamodule, verbose=False))
+    cli.trainer.validate(cli.model, datamodule=cli.datamodule, verbose=False)
+    final = validation_metrics(cli)
     return {
         "task": task,
         "head": head,

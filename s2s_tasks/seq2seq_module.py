@@ -4,6 +4,7 @@ and evaluated by decoding (one decoding path for validate, test and predict)."""
 from __future__ import annotations
 
 import dataclasses
+import inspect
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
@@ -107,17 +108,8 @@ class Seq2SeqModule(BaseModule):
         # plain dicts keep the checkpoint loadable with weights_only=True
         self.hparams["generation"] = dataclasses.asdict(self.generation)
         self.hparams["val_generation"] = dataclasses.asdict(self.val_generation)
-        self.build_network(
-            dict(
-                vocab_size=vocab_size, pad_id=pad_id, architecture=architecture, d_model=d_model,
-                num_encoder_layers=num_encoder_layers, num_decoder_layers=num_decoder_layers, num_heads=num_heads,
-                ffn_dim=ffn_dim, dropout=dropout, positional=positional, max_positions=max_positions,
-                rnn_cell=rnn_cell, bidirectional=bidirectional, attention=attention, input_feeding=input_feeding,
-                embedding_dim=embedding_dim, tie_embeddings=tie_embeddings, share_embeddings=share_embeddings,
-                copy_attention=copy_attention, copy_attention_head=copy_attention_head,
-                coverage_attention=coverage_attention,
-            )
-        )
+        # the network arguments are the ones build_seq2seq takes, all hyperparameters of this module
+        self.build_network({name: self.hparams[name] for name in inspect.signature(build_seq2seq).parameters})
         self._eval_outputs: Dict[str, List[Tuple[int, str, List[str]]]] = {}
         self._eval_nll: Dict[str, List[float]] = {}
         self._reported_signatures: Dict[str, str] = {}

@@ -11,7 +11,7 @@ QA, relation extraction), with two interchangeable heads:
 from __future__ import annotations
 
 import inspect
-from typing import Any, Dict, List, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import torch
 from torch import nn
@@ -154,6 +154,19 @@ class StructuredModule(Seq2SeqModule):
         return [record for _, record in sorted({r["index"]: r for r in records}.items())]
 
     # ----------------------------------------------------------------------------- labels
+    def argmax_labels(self, logits: torch.Tensor) -> List[str]:
+        """``logits (B, num_labels)`` -> the most likely label name of each row."""
+        return [self.label_names[i] for i in logits.argmax(-1).tolist()]
+
+    def parse_labels(self, texts: List[str]) -> List[Optional[str]]:
+        """Generated texts -> the label each names exactly (spaces around ignored), else ``None``."""
+        known = set(self.label_names)
+        return [t.strip() if t.strip() in known else None for t in texts]
+
+    def label_probabilities(self, logits: torch.Tensor) -> Dict[str, float]:
+        """``logits (num_labels,)`` -> ``{label: softmax probability}`` (6 decimals)."""
+        return {label: round(p, 6) for label, p in zip(self.label_names, logits.float().softmax(-1).tolist())}
+
     def setup(self, stage: str) -> None:
         super().setup(stage)
         datamodule = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None

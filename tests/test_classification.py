@@ -1,23 +1,19 @@
 """Classification: record checks, label inventory, pooling, class weights, metrics, and a tiny
 model that learns the embedded sample."""
 
-import json
 import logging
 
 import pytest
 import pytorch_lightning as pl
 import torch
 
+from helpers import quiet_trainer, validate_fit_validate, write_jsonl
+
 from s2s_tasks.metrics import classification_scores
 from s2s_tasks.nn.pooling import SequencePooling
 from s2s_tasks.registry import get_task
 
 ClassificationModule, ClassificationDataModule = get_task("classification").classes()
-
-
-def write_jsonl(path, records):
-    path.write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
-    return str(path)
 
 
 def make_data(tmp_path, train, validation=None, **kwargs):
@@ -103,9 +99,7 @@ def test_balanced_class_weights_and_invalid_options(tmp_path):
     data = make_data(tmp_path, TRAIN + [{"text": "bad again", "label": "neg"}, {"text": "bad still", "label": "neg"}])
     model = ClassificationModule(vocab_size=data.vocab_size, num_labels=data.num_labels, d_model=16, ffn_dim=32,
                                  num_heads=2, num_encoder_layers=1, class_weights="balanced")
-    trainer = pl.Trainer(max_steps=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                         enable_model_summary=False, use_distributed_sampler=False)
-    trainer.fit(model, datamodule=data)
+    quiet_trainer(tmp_path, max_steps=1).fit(model, datamodule=data)
     # 6 neg, 4 pos: n / (k n_c)
     assert model.class_weight.tolist() == pytest.approx([10 / 12, 10 / 8])
     with pytest.raises(ValueError, match="model.class_weights has 3 weights but there are 2 labels"):
@@ -132,13 +126,7 @@ def test_tiny_model_learns_the_sample(tmp_path, architecture, pooling):
         d_model=64, ffn_dim=128, num_heads=2, num_encoder_layers=1, dropout=0.0, learning_rate=3e-3,
         warmup_steps=20, log_examples=0,
     )
-    trainer = pl.Trainer(
-        max_steps=300, max_epochs=100, check_val_every_n_epoch=100, logger=False, enable_checkpointing=False,
-        enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0, use_distributed_sampler=False,
-    )
-    before = trainer.validate(model, datamodule=data, verbose=False)[0]
-    trainer.fit(model, datamodule=data)
-    after = trainer.validate(model, datamodule=data, verbose=False)[0]
+    before, after = validate_fit_validate(model, data, tmp_path, max_steps=300, max_epochs=100, check_val_every_n_epoch=100)
     assert after["val/accuracy"] > before["val/accuracy"] + 20, (before, after)
     assert after["val/macro_f1"] > before["val/macro_f1"] + 20, (before, after)
     assert after["val/loss"] < before["val/loss"]

@@ -1,9 +1,10 @@
 """Tokenizer, token-budget sampler and the base data module."""
 
-import json
 import random
 
 import pytest
+
+from helpers import write_jsonl
 
 from s2s_tasks.data.datamodule import Seq2SeqCollator, Seq2SeqDataModule
 from s2s_tasks.data.sampler import TokenBudgetBatchSampler
@@ -85,15 +86,11 @@ def test_sampler_shards_disjointly_with_equal_counts():
     assert covered == set(range(101))
 
 
-def _write_jsonl(path, records):
-    path.write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
-
-
 def test_datamodule_encodes_batches_and_reports_skips(tmp_path, caplog):
     records = [{"src": f"hello number {i} world", "tgt": f"hallo nummer {i} welt"} for i in range(40)]
     records[5]["tgt"] = "   "
-    _write_jsonl(tmp_path / "train.jsonl", records)
-    _write_jsonl(tmp_path / "valid.jsonl", records[:10])
+    write_jsonl(tmp_path / "train.jsonl", records)
+    write_jsonl(tmp_path / "valid.jsonl", records[:10])
     dm = Seq2SeqDataModule(
         train_file=str(tmp_path / "train.jsonl"),
         validation_file=str(tmp_path / "valid.jsonl"),
@@ -118,7 +115,7 @@ def test_datamodule_encodes_batches_and_reports_skips(tmp_path, caplog):
 
 
 def test_datamodule_names_missing_column_and_existing_ones(tmp_path):
-    _write_jsonl(tmp_path / "train.jsonl", [{"en": "a b", "de": "c d"}] * 3)
+    write_jsonl(tmp_path / "train.jsonl", [{"en": "a b", "de": "c d"}] * 3)
     dm = Seq2SeqDataModule(train_file=str(tmp_path / "train.jsonl"), cache_dir=str(tmp_path / "cache"))
     with pytest.raises(ValueError) as info:
         dm.tokenizer
@@ -140,7 +137,7 @@ def test_datamodule_reads_jsonl_csv_tsv_parquet_alike(tmp_path):
     import pyarrow.parquet as pq
 
     records = [{"en": f"sentence {i}, with a comma", "de": f"satz {i}"} for i in range(12)]
-    _write_jsonl(tmp_path / "d.jsonl", records)
+    write_jsonl(tmp_path / "d.jsonl", records)
     for suffix, delimiter in ((".csv", ","), (".tsv", "\t")):
         with open(tmp_path / f"d{suffix}", "w", newline="", encoding="utf-8") as handle:
             writer = csv.DictWriter(handle, fieldnames=["en", "de"], delimiter=delimiter)
@@ -177,7 +174,7 @@ def test_dataset_name_path_loads_splits_by_name(tmp_path):
     folder = tmp_path / "my_dataset"
     folder.mkdir()
     for split, n in (("train", 20), ("validation", 5)):
-        _write_jsonl(folder / f"{split}.jsonl", [{"source": f"{split} text {i}", "target": f"ziel {i}"} for i in range(n)])
+        write_jsonl(folder / f"{split}.jsonl", [{"source": f"{split} text {i}", "target": f"ziel {i}"} for i in range(n)])
     dm = Seq2SeqDataModule(dataset=str(folder), tokenizer_vocab_size=80, cache_dir=str(tmp_path / "cache"))
     dm.setup("fit")
     assert len(dm.encode_split("train")) == 20 and len(dm.encode_split("validation")) == 5
@@ -185,7 +182,7 @@ def test_dataset_name_path_loads_splits_by_name(tmp_path):
 
 
 def test_predict_jsonl_uses_the_source_column(tmp_path):
-    _write_jsonl(tmp_path / "in.jsonl", [{"id": 1, "en": "first line"}, {"id": 2, "en": "second line"}])
+    write_jsonl(tmp_path / "in.jsonl", [{"id": 1, "en": "first line"}, {"id": 2, "en": "second line"}])
     tokenizer_file = tmp_path / "tok.json"
     train_tokenizer(TEXTS, vocab_size=120).save(str(tokenizer_file))
     dm = Seq2SeqDataModule(

@@ -1,10 +1,11 @@
 """The dialogue task: history handling (list and string forms, oldest turns dropped first and
 counted, turn and speaker tokens), the tokenizer's special-token check, and the metrics."""
 
-import json
 import logging
 
 import pytest
+
+from helpers import write_jsonl
 
 from s2s_tasks.data.tokenizer import EOS_ID, train_tokenizer
 from s2s_tasks.tasks.dialogue.data import DialogueDataModule, fit_history, split_turns
@@ -18,15 +19,11 @@ HISTORIES = [
 RESPONSES = ["great to hear", "thank you", "good morning to you"] * 10
 
 
-def _write_jsonl(path, records):
-    path.write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
-
-
 def _datamodule(tmp_path, name="train.jsonl", string_form=False, separator=" </s> ", **kwargs):
     records = [
         {"history": separator.join(h) if string_form else h, "response": r} for h, r in zip(HISTORIES, RESPONSES)
     ]
-    _write_jsonl(tmp_path / name, records)
+    write_jsonl(tmp_path / name, records)
     kwargs.setdefault("tokenizer_vocab_size", 150)
     return DialogueDataModule(
         train_file=str(tmp_path / name), turn_separator=separator, cache_dir=str(tmp_path / "cache"), **kwargs

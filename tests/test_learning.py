@@ -3,6 +3,8 @@
 import pytorch_lightning as pl
 import torch
 
+from helpers import validate_fit_validate
+
 from s2s_tasks.registry import get_task
 
 
@@ -15,14 +17,9 @@ def test_tiny_transformer_lowers_validation_loss_on_sample_translation(tmp_path)
         num_encoder_layers=1, num_decoder_layers=1, dropout=0.0, learning_rate=3e-3, warmup_steps=20,
         log_examples=0,
     )
-    trainer = pl.Trainer(
-        max_steps=400, limit_val_batches=2, max_epochs=10, check_val_every_n_epoch=10, logger=False, enable_checkpointing=False,
-        enable_progress_bar=False, enable_model_summary=False, default_root_dir=tmp_path, num_sanity_val_steps=0,
-        use_distributed_sampler=False,
+    before, after = validate_fit_validate(
+        model, data, tmp_path, max_steps=400, limit_val_batches=2, max_epochs=10, check_val_every_n_epoch=10
     )
-    before = trainer.validate(model, datamodule=data, verbose=False)[0]
-    trainer.fit(model, datamodule=data)
-    after = trainer.validate(model, datamodule=data, verbose=False)[0]
     assert after["val/loss"] < 0.5 * before["val/loss"], (before, after)
     assert after["val/chrf"] > before["val/chrf"] + 10, (before, after)
     assert torch.isfinite(torch.tensor(after["val/loss"]))

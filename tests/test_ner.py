@@ -11,6 +11,8 @@ import torch
 from seqeval.metrics import f1_score, precision_score, recall_score
 from seqeval.scheme import IOB2, Entities
 
+from helpers import validate_fit_validate, write_jsonl
+
 from s2s_tasks.cli import main
 from s2s_tasks.data.tokenizer import BOS_ID, EOS_ID, train_tokenizer
 from s2s_tasks.metrics import entity_scores
@@ -23,11 +25,6 @@ pytestmark = pytest.mark.usefixtures("single_thread")
 
 LABELS = ["O", "B-LOC", "B-PER", "I-LOC", "I-PER"]
 GOOD = {"tokens": ["Anna", "Brandt", "visited", "Port", "Alden", "."], "tags": ["B-PER", "I-PER", "O", "B-LOC", "I-LOC", "O"]}
-
-
-def write_jsonl(path, records):
-    path.write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
-    return str(path)
 
 
 def datamodule(tmp_path, train, validation=None, **kwargs):
@@ -304,14 +301,9 @@ def test_tiny_tagger_learns_the_sample_data(tmp_path):
         num_heads=2, num_encoder_layers=1, dropout=0.0, head_dropout=0.0, learning_rate=3e-3, warmup_steps=20,
         log_examples=0,
     )
-    trainer = pl.Trainer(
-        max_steps=150, limit_val_batches=4, max_epochs=10, check_val_every_n_epoch=10, logger=False,
-        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False, default_root_dir=tmp_path,
-        num_sanity_val_steps=0, use_distributed_sampler=False,
+    before, after = validate_fit_validate(
+        model, data, tmp_path, max_steps=150, limit_val_batches=4, max_epochs=10, check_val_every_n_epoch=10
     )
-    before = trainer.validate(model, datamodule=data, verbose=False)[0]
-    trainer.fit(model, datamodule=data)
-    after = trainer.validate(model, datamodule=data, verbose=False)[0]
     assert after["val/f1"] > before["val/f1"] + 40 and after["val/f1"] > 60, (before, after)
     assert after["val/loss"] < 0.5 * before["val/loss"]
 

@@ -11,6 +11,8 @@ import pytest
 import pytorch_lightning as pl
 import torch
 
+from helpers import quiet_trainer, validate_fit_validate, write_jsonl
+
 from s2s_tasks.callbacks import PredictionWriter
 from s2s_tasks.data.structured import RecordError
 from s2s_tasks.data.tokenizer import BOS_ID, EOS_ID
@@ -24,11 +26,6 @@ SAMPLE = Path(__file__).resolve().parent.parent / "tasks" / "qa" / "sample"
 CONTEXT = "Mara Quint was born in Lisbon in 1984 . Kofi Brisk works as a pilot at Velto Labs ."
 
 
-def _write_jsonl(path, records):
-    path.write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
-    return str(path)
-
-
 def _record(question="Where was Mara Quint born ?", text="Lisbon", start=None, **extra):
     start = CONTEXT.index(text) if start is None else start
     return {"context": CONTEXT, "question": question, "answers": {"text": [text], "answer_start": [start]}, **extra}
@@ -36,7 +33,7 @@ def _record(question="Where was Mara Quint born ?", text="Lisbon", start=None, *
 
 def _datamodule(tmp_path, records, **kwargs):
     kwargs.setdefault("tokenizer_vocab_size", 200)
-    return QADataModule(train_file=_write_jsonl(tmp_path / "train.jsonl", records), cache_dir=str(tmp_path / "cache"), **kwargs)
+    return QADataModule(train_file=write_jsonl(tmp_path / "train.jsonl", records), cache_dir=str(tmp_path / "cache"), **kwargs)
 
 
 @pytest.fixture(scope="module")
@@ -284,10 +281,7 @@ def test_predict_writes_one_record_per_question_in_input_order(sample_data, tmp_
     )
     model = _tiny_model(data)
     out = tmp_path / "predictions.jsonl"
-    trainer = pl.Trainer(
-        logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-        default_root_dir=tmp_path, callbacks=[PredictionWriter(str(out))], use_distributed_sampler=False,
-    )
+    trainer = quiet_trainer(tmp_path, callbacks=[PredictionWriter(str(out))])
     trainer.predict(model, datamodule=data)
     assert len(data.encode_split("predict")) > 20  # several windows per question
     inputs = [json.loads(line) for line in (SAMPLE / "predict.jsonl").read_text(encoding="utf-8").splitlines()]
@@ -325,13 +319,6 @@ def test_short_training_raises_validation_f1(tmp_path):
         vocab_size=data.vocab_size, pad_id=data.pad_id, d_model=64, ffn_dim=128, num_heads=4, num_encoder_layers=2,
         dropout=0.0, learning_rate=3e-3, warmup_steps=30, log_examples=0,
     )
-    trainer = pl.Trainer(
-        max_steps=400, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-        enable_model_summary=False, default_root_dir=tmp_path, num_sanity_val_steps=0, use_distributed_sampler=False,
-        check_val_every_n_epoch=100,
-    )
-    before = trainer.validate(model, datamodule=data, verbose=False)[0]
-    trainer.fit(model, datamodule=data)
-    after = trainer.validate(model, datamodule=data, verbose=False)[0]
+    before, after = validate_fit_validate(model, data, tmp_path, max_steps=400, check_val_every_n_epoch=100)
     assert after["val/loss"] < 0.7 * before["val/loss"], (before, after)
     assert after["val/f1"] > before["val/f1"] + 15, (before, after)

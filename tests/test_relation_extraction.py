@@ -11,6 +11,8 @@ import pytest
 import pytorch_lightning as pl
 import torch
 
+from helpers import validate_fit_validate
+
 from s2s_tasks.data.structured import RecordError, SkipRecord
 from s2s_tasks.data.tokenizer import BOS_ID, EOS_ID, train_tokenizer
 from s2s_tasks.metrics import relation_scores, semeval2010_task8_macro_f1
@@ -278,13 +280,8 @@ def test_tiny_model_learns_the_sample(tmp_path):
         num_heads=2, num_encoder_layers=1, dropout=0.0, head_dropout=0.0, learning_rate=3e-3, warmup_steps=20,
         log_examples=0,
     )
-    trainer = pl.Trainer(
-        max_steps=120, max_epochs=10, limit_val_batches=1.0, check_val_every_n_epoch=10, logger=False,
-        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False, default_root_dir=tmp_path,
-        num_sanity_val_steps=0, use_distributed_sampler=False,
+    before, after = validate_fit_validate(
+        model, data, tmp_path, max_steps=120, max_epochs=10, limit_val_batches=1.0, check_val_every_n_epoch=10
     )
-    before = trainer.validate(model, datamodule=data, verbose=False)[0]
-    trainer.fit(model, datamodule=data)
-    after = trainer.validate(model, datamodule=data, verbose=False)[0]
     assert after["val/micro_f1"] > max(60.0, before["val/micro_f1"] + 30), (before, after)
     assert after["val/semeval_macro_f1"] > 50.0 and after["val/loss"] < before["val/loss"]

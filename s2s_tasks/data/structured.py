@@ -48,6 +48,18 @@ class SkipRecord(Exception):
         self.reason = reason
 
 
+def read_text(record: Dict[str, Any], column: str, what: str = "text") -> str:
+    """The text in ``record[column]``: a :class:`RecordError` when it is not a string, a
+    :class:`SkipRecord` (counted as "empty or whitespace-only <what>") when it is empty."""
+    value = record[column]
+    if value is not None and not isinstance(value, str):
+        expected = "text" if what == "text" else f"the {what} as text"
+        raise RecordError(column, f"expected {expected}, got {type(value).__name__} ({str(value)[:60]!r})")
+    if not value or not value.strip():
+        raise SkipRecord(f"empty or whitespace-only {what}")
+    return value
+
+
 class StructuredDataModule(TextDataModule):
     """Records -> examples -> features (encoder head) or text pairs (generate head).
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Dict, Iterable, List, NamedTuple, Tuple, Union
 
-from s2s_tasks.data.structured import RecordError, SkipRecord, StructuredDataModule
+from s2s_tasks.data.structured import RecordError, StructuredDataModule, read_text
 from s2s_tasks.data.tokenizer import BOS_ID, EOS_ID, encode_batch
 
 
@@ -58,11 +58,7 @@ class ClassificationDataModule(StructuredDataModule):
 
     def read_record(self, record: Dict[str, Any], with_gold: bool) -> ClassificationExample:
         hp = self.hparams
-        text = record[hp.text_column]
-        if text is not None and not isinstance(text, str):
-            raise RecordError(hp.text_column, f"expected text, got {type(text).__name__} ({str(text)[:60]!r})")
-        if not text or not text.strip():
-            raise SkipRecord("empty or whitespace-only text")
+        text = read_text(record, hp.text_column)
         label = None
         if with_gold:
             value = record[hp.label_column]

@@ -103,13 +103,13 @@ class ClassificationModule(StructuredModule):
         if self.hparams.multi_label:
             chosen = (logits.float().sigmoid() > self.hparams.threshold).tolist()
             return [tuple(label for label, on in zip(self.label_names, row) if on) for row in chosen]
-        return [self.label_names[i] for i in logits.argmax(-1).tolist()]
+        return self.argmax_labels(logits)
 
     def parse_generated(self, texts: List[str], batch: Dict[str, Any]) -> List[Any]:
-        known = set(self.label_names)
         if self.hparams.multi_label:
+            known = set(self.label_names)
             return [tuple(sorted({part.strip() for part in t.split(";")} & known)) for t in texts]
-        return [t.strip() if t.strip() in known else None for t in texts]
+        return self.parse_labels(texts)
 
     def compute_metrics(self, predictions: Sequence[Any], golds: Sequence[Any]) -> Tuple[Dict[str, float], Dict[str, str]]:
         ids = {label: i for i, label in enumerate(self.label_names)}
@@ -130,6 +130,5 @@ class ClassificationModule(StructuredModule):
             return record
         record = {"label": prediction}
         if outputs is not None:
-            probabilities = outputs[i].float().softmax(-1).tolist()
-            record["probabilities"] = {label: round(p, 6) for label, p in zip(self.label_names, probabilities)}
+            record["probabilities"] = self.label_probabilities(outputs[i])
         return record

@@ -7,7 +7,7 @@ import re
 from pathlib import Path
 from typing import Any, Dict, Iterable, List, NamedTuple, Optional, Sequence, Tuple
 
-from s2s_tasks.data.structured import RecordError, SkipRecord, StructuredDataModule
+from s2s_tasks.data.structured import RecordError, SkipRecord, StructuredDataModule, read_text
 from s2s_tasks.data.tokenizer import BOS_ID, EOS_ID
 
 from .format import render_entities, spans_to_tags, tags_to_spans
@@ -181,11 +181,7 @@ class NERDataModule(StructuredDataModule):
     def _read_text(self, record: Dict[str, Any], with_gold: bool) -> NERExample:
         hp = self.hparams
         column = "text" if self._form == "lines" else hp.text_column
-        text = record[column]
-        if text is not None and not isinstance(text, str):
-            raise RecordError(column, f"expected text, got {type(text).__name__} ({str(text)[:60]!r})")
-        if not text or not text.strip():
-            raise SkipRecord("empty or whitespace-only text")
+        text = read_text(record, column)
         words, offsets = split_words(text, WHITESPACE_PATTERN if self._form == "lines" else WORD_PATTERN)
         tags = self._entity_tags(record[hp.entities_column], text, offsets) if with_gold else None
         return NERExample(words=words, tags=tags, offsets=offsets, text=text)

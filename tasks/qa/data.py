@@ -18,7 +18,7 @@ from itertools import islice
 from pathlib import Path
 from typing import Any, ClassVar, Dict, Iterator, List, NamedTuple, Optional, Sequence, Tuple
 
-from s2s_tasks.data.structured import RecordError, SkipRecord, StructuredDataModule
+from s2s_tasks.data.structured import RecordError, SkipRecord, StructuredDataModule, read_text
 from s2s_tasks.data.tokenizer import BOS_ID, EOS_ID, encode_batch
 
 #: the segment marker between question and context (a special token of the tokenizer)
@@ -168,19 +168,10 @@ class QADataModule(StructuredDataModule):
             columns["data.id_column"] = hp.id_column
         return columns
 
-    @staticmethod
-    def _text(record: Dict[str, Any], column: str, what: str) -> str:
-        value = record[column]
-        if value is not None and not isinstance(value, str):
-            raise RecordError(column, f"expected the {what} as text, got {type(value).__name__} ({str(value)[:60]!r})")
-        if not value or not value.strip():
-            raise SkipRecord(f"empty or whitespace-only {what}")
-        return value
-
     def read_record(self, record: Dict[str, Any], with_gold: bool) -> QAExample:
         hp = self.hparams
-        context = self._text(record, hp.context_column, "context")
-        question = self._text(record, hp.question_column, "question")
+        context = read_text(record, hp.context_column, "context")
+        question = read_text(record, hp.question_column, "question")
         raw_id = record.get(hp.id_column) if hp.id_column else None
         example_id = None if raw_id is None else str(raw_id)
         if not with_gold:

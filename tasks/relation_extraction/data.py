@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, ClassVar, Dict, Iterable, List, NamedTuple, Optional, Sequence, Tuple
 
-from s2s_tasks.data.structured import RecordError, SkipRecord, StructuredDataModule
+from s2s_tasks.data.structured import RecordError, StructuredDataModule, read_text
 from s2s_tasks.data.tokenizer import BOS_ID, EOS_ID, encode_batch
 
 #: entity markers around the head (``<e1>`` ... ``</e1>``) and the tail (``<e2>`` ... ``</e2>``): the
@@ -212,11 +212,7 @@ class RelationExtractionDataModule(StructuredDataModule):
 
     def read_record(self, record: Dict[str, Any], with_gold: bool) -> RelationExample:
         hp = self.hparams
-        text = record[hp.text_column]
-        if text is not None and not isinstance(text, str):
-            raise RecordError(hp.text_column, f"expected text, got {type(text).__name__} ({str(text)[:60]!r})")
-        if not text or not text.strip():
-            raise SkipRecord("empty or whitespace-only text")
+        text = read_text(record, hp.text_column)
         head = self._span(record[hp.head_column], hp.head_column, text)
         tail = self._span(record[hp.tail_column], hp.tail_column, text)
         if head[0] < tail[1] and tail[0] < head[1]:

@@ -111,13 +111,12 @@ class RelationExtractionModule(StructuredModule):
         return loss, int(batch["label"].numel())
 
     def head_predict(self, logits: torch.Tensor, batch: Dict[str, Any]) -> List[str]:
-        return [self.label_names[i] for i in logits.argmax(-1).tolist()]
+        return self.argmax_labels(logits)
 
     # ----------------------------------------------------------------------------- generate head
     def parse_generated(self, texts: List[str], batch: Dict[str, Any]) -> List[Optional[str]]:
         """A generated text is its label if it is one (surrounding spaces ignored), else ``None``."""
-        known = set(self.label_names)
-        return [t.strip() if t.strip() in known else None for t in texts]
+        return self.parse_labels(texts)
 
     # ----------------------------------------------------------------------------- scores and output
     def compute_metrics(self, predictions: Sequence[Optional[str]], golds: Sequence[str]) -> Tuple[Dict[str, float], Dict[str, str]]:
@@ -128,8 +127,7 @@ class RelationExtractionModule(StructuredModule):
         example = batch["example"][i]
         record: Dict[str, Any] = {"relation": prediction}
         if outputs is not None:
-            probabilities = outputs[i].float().softmax(-1).tolist()
-            record["probabilities"] = {label: round(p, 6) for label, p in zip(self.label_names, probabilities)}
+            record["probabilities"] = self.label_probabilities(outputs[i])
         for name, start, end in (("head", example.head_start, example.head_end), ("tail", example.tail_start, example.tail_end)):
             record[name] = {"text": example.text[start:end], "start": start, "end": end}
         return record
