@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 from typing import List, Optional, Sequence
 
+from s2s_tasks.config_errors import ConfigError, ErrorContext, config_files, load_yaml, option_values
 from s2s_tasks.registry import TASKS, get_task
 
 SUBCOMMANDS = ("fit", "validate", "test", "predict")
@@ -38,44 +39,56 @@ Options of one task and subcommand: s2s-tasks fit --task translation --help
 def _task_from_config_files(argv: Sequence[str]) -> Optional[str]:
     import yaml
 
-    for i, arg in enumerate(argv):
-        path = None
-        if arg in ("--config", "-c") and i + 1 < len(argv):
-            path = argv[i + 1]
-        elif arg.startswith("--config="):
-            path = arg.split("=", 1)[1]
-        if path and Path(path).is_file():
-            try:
-                data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
-            except yaml.YAMLError:
-                continue  # the CLI reports the broken file itself
-            if isinstance(data, dict) and isinstance(data.get("task"), str):
-                return data["task"]
+    for path in config_files(argv):
+        try:
+            data = load_yaml(path)
+        except yaml.YAMLError:
+            continue  # the CLI reports the broken file itself
+        if isinstance(data, dict) and isinstance(data.get("task"), str):
+            return data["task"]
     return None
 
 
-def _task_from_checkpoint(argv: Sequence[str]) -> Optional[str]:
-    for i, arg in enumerate(argv):
-        path = argv[i + 1] if arg == "--ckpt_path" and i + 1 < len(argv) else (arg.split("=", 1)[1] if arg.startswith("--ckpt_path=") else None)
-        if path and Path(path).is_file():
-            from s2s_tasks.checkpoint import read_checkpoint_extras
+def _ckpt_path_arg(argv: Sequence[str]) -> Optional[str]:
+    values = option_values(argv, "--ckpt_path")
+    return values[-1] if values else None
 
-            try:
-                return read_checkpoint_extras(path).get("task")
-            except ValueError:
-                return None  # reported properly when the checkpoint is loaded
+
+def _task_from_checkpoint(argv: Sequence[str]) -> Optional[str]:
+    path = _ckpt_path_arg(argv)
+    if path and Path(path).is_file():
+        from s2s_tasks.checkpoint import read_checkpoint_extras
+
+        try:
+            return read_checkpoint_extras(path).get("task")
+        except ValueError:
+            return None  # reported by main()
     return None
 
 
 def find_task(argv: Sequence[str]) -> Optional[str]:
     """The task named by ``--task NAME`` / ``--task=NAME``, else by a ``task:`` key of a ``--config``
     file, else by the checkpoint given with ``--ckpt_path``."""
-    for i, arg in enumerate(argv):
-        if arg == "--task" and i + 1 < len(argv):
-            return argv[i + 1]
-        if arg.startswith("--task="):
-            return arg.split("=", 1)[1]
+    flags = option_values(argv, "--task")
+    if flags:
+        return flags[0]
     return _task_from_config_files(argv) or _task_from_checkpoint(argv)
+
+
+def _task_origin(argv: Sequence[str]) -> str:
+    """Where :func:`find_task` found the task, for messages."""
+    if option_values(argv, "--task"):
+        return "--task"
+    import yaml
+
+    for path in config_files(argv):
+        try:
+            data = load_yaml(path)
+        except yaml.YAMLError:
+            continue
+        if isinstance(data, dict) and isinstance(data.get("task"), str):
+            return f"the task: key of config file {path}"
+    return f"checkpoint {_ckpt_path_arg(argv)}"
 
 
 def _configure_logging() -> None:
@@ -141,6 +154,75 @@ def _merge_checkpoint_hparams(current, defaults, stored: dict, skip: frozenset =
             current[key] = value
 
 
+def _class_path(node) -> str:
+    value = node.get("class_path") if hasattr(node, "get") else None
+    return value if isinstance(value, str) else ""
+
+
+def _where_task_is_named(argv: Sequence[str], task: str) -> str:
+    if task in option_values(argv, "--task"):
+        return f"--task {task}"
+    import yaml
+
+    for path in config_files(argv):
+        try:
+            data = load_yaml(path)
+        except yaml.YAMLError:
+            continue
+        if isinstance(data, dict) and data.get("task") == task:
+            return f"the task: key of config file {path}"
+    return "the configuration"
+
+
+def _checkpoint_dirs(config) -> List[Path]:
+    """The directories (glob patterns) where the runs configured by ``config`` write checkpoints."""
+    trainer = config.trainer
+    root = Path(trainer.get("default_root_dir") or ".")
+    dirs = []
+    for callback in trainer.get("callbacks") or []:
+        init_args = callback.get("init_args") if hasattr(callback, "get") else None
+        if _class_path(callback).endswith("ModelCheckpoint") and init_args is not None and init_args.get("dirpath"):
+            dirs.append(Path(init_args.get("dirpath")))
+    logger = trainer.get("logger")
+    if isinstance(logger, (list, tuple)):
+        logger = logger[0] if logger else False
+    if logger is False:
+        dirs.append(root / "checkpoints")
+    elif logger is None or logger is True:
+        dirs.append(root / "lightning_logs" / "*" / "checkpoints")
+    elif hasattr(logger, "get"):
+        init_args = logger.get("init_args") or {}
+        save_dir = init_args.get("save_dir") or init_args.get("root_dir")
+        if save_dir:
+            dirs.append(Path(save_dir) / (init_args.get("name") or "") / "*" / "checkpoints")
+    return dirs
+
+
+def _resolve_last_checkpoint(config, subcommand: str, task: str) -> Optional[str]:
+    """``--ckpt_path last``: the newest ``last*.ckpt`` of this configuration's runs (every run of a
+    versioned logger writes to a new directory, where Lightning's own lookup finds nothing)."""
+    import glob
+    import logging
+
+    log = logging.getLogger("s2s_tasks.cli")
+    dirs = _checkpoint_dirs(config)
+    found = [Path(p) for d in dirs for p in glob.glob(str(d / "last*.ckpt"))]
+    found = sorted((p for p in found if p.is_file()), key=lambda p: p.stat().st_mtime)
+    where = ", ".join(str(d) for d in dirs) or "the log directory"
+    if found:
+        log.info("--ckpt_path last: %s", found[-1])
+        config.ckpt_path = str(found[-1])
+        return str(found[-1])
+    if subcommand == "fit":
+        log.warning("--ckpt_path last: no last*.ckpt under %s, so training starts from scratch", where)
+        config.ckpt_path = None
+        return None
+    raise FileNotFoundError(
+        f"--ckpt_path last: there is no checkpoint to {subcommand} (no last*.ckpt under {where}). "
+        f"Train one first (s2s-tasks fit --task {task}), or pass a checkpoint file with --ckpt_path PATH.ckpt."
+    )
+
+
 def _build_cli_class():
     """The LightningCLI subclass (defined lazily: importing Lightning takes seconds)."""
     from pytorch_lightning.cli import LightningCLI
@@ -161,6 +243,27 @@ def _build_cli_class():
                 for name in self.datamodule_class.model_links:  # settings the data decides for the model
                     parser.link_arguments(f"data.{name}", f"model.{name}")
 
+        def parse_arguments(self, parser, args) -> None:
+            """Parse as LightningCLI does, with every parse error raised as one :class:`ConfigError`
+            paragraph (the parsers are made with ``exit_on_error=False``) and the task checked."""
+            from argparse import ArgumentError
+
+            argv = list(sys.argv[1:] if args is None else args)
+            subcommand = next((a for a in argv if a in SUBCOMMANDS), "fit")
+            task = getattr(self.model_class, "task_name", "") or "TASK"
+            try:
+                super().parse_arguments(parser, args)
+            except ArgumentError as err:
+                context = ErrorContext(argv, task, subcommand, self._subcommand_parsers[subcommand], str(get_task(task).config_file) if task in TASKS else "")
+                raise ConfigError(context.describe(str(err))) from err
+            named = self.config[self.config.subcommand].get("task")
+            if named and task in TASKS and named != task:
+                raise ConfigError(
+                    f"two tasks are named: {task!r} (from {_task_origin(argv)}) and {named!r} (from "
+                    f"{_where_task_is_named(argv, named)}); a run has one task: remove one of them "
+                    "(without --task, the task: key of the config file is used)"
+                )
+
         def _parse_ckpt_path(self) -> None:
             """Take the model's (and the data encoding's) hyperparameters from ``--ckpt_path`` as defaults.
 
@@ -168,16 +271,28 @@ def _build_cli_class():
             ``--model.generation.beam_size 8`` at predict time would be ignored. Here a value the
             user set (one that differs from the config defaults) wins, except for the keys that
             shape the weights, which must match the checkpoint (a differing value is reported).
+
+            Before that, the checkpoint is checked against the run (:func:`check_checkpoint`: its
+            task, data.tokenizer_file, data.labels), and ``--ckpt_path last`` is resolved to the
+            newest ``last*.ckpt`` of this task's runs.
             """
             subcommand = self.config.get("subcommand")
             ckpt_path = self.config[subcommand].get("ckpt_path") if subcommand else None
-            if not ckpt_path or not Path(ckpt_path).is_file():
-                return
-            from s2s_tasks.checkpoint import load_checkpoint
+            if not ckpt_path or ckpt_path in ("best", "hpc") or "://" in str(ckpt_path):
+                return  # Lightning resolves these itself
+            config = self.config[subcommand]
+            if ckpt_path == "last":
+                ckpt_path = _resolve_last_checkpoint(config, subcommand, getattr(self.model_class, "task_name", "TASK"))
+                if ckpt_path is None:
+                    return
+            from s2s_tasks.checkpoint import check_checkpoint, load_checkpoint
 
             checkpoint = load_checkpoint(ckpt_path)
+            check_checkpoint(
+                checkpoint, ckpt_path, task=getattr(self.model_class, "task_name", None) or None,
+                tokenizer_file=config.data.get("tokenizer_file"), labels=config.data.get("labels"),
+            )
             defaults = self._subcommand_parsers[subcommand].get_defaults()
-            config = self.config[subcommand]
             _merge_checkpoint_hparams(config.model, defaults.model, dict(checkpoint.get("hyper_parameters") or {}))
             # how text was encoded (columns, lengths, lowercasing, task options) also defaults to the checkpoint's
             data_hparams = dict(checkpoint.get("datamodule_hyper_parameters") or {})
@@ -189,18 +304,75 @@ def _build_cli_class():
                 config.model[name] = config.data[name]
 
         def before_instantiate_classes(self) -> None:
+            import logging
+
             config = self.config[self.subcommand]
             ckpt_path = config.get("ckpt_path")
             if ckpt_path and ckpt_path not in ("last", "best", "hpc") and config.data.get("tokenizer_file") is None:
                 # the checkpoint carries its tokenizer: the vocabulary must be the one it was trained with
                 config.data.tokenizer_file = ckpt_path
+            if self.subcommand == "predict" and config.get("return_predictions") is None:
+                # the PredictionWriter streams predictions to the output file; keeping them all in
+                # memory as well would make predict's memory grow with the input file
+                config.return_predictions = False
+            callbacks = config.trainer.get("callbacks")
+            if config.trainer.get("logger") is False and isinstance(callbacks, list):
+                # LearningRateMonitor refuses to run without a logger (it only logs the rate to it)
+                kept = [cb for cb in callbacks if not _class_path(cb).endswith("LearningRateMonitor")]
+                if len(kept) != len(callbacks):
+                    logging.getLogger("s2s_tasks.cli").info("trainer.logger is false: the LearningRateMonitor callback is left out")
+                    config.trainer.callbacks = kept
 
     return S2STasksCLI
 
 
 #: errors that describe bad input or configuration: the console script prints them as one
-#: paragraph (no traceback unless ``--verbose`` or ``S2S_TASKS_VERBOSE=1``)
+#: paragraph (no traceback unless ``--verbose`` or ``S2S_TASKS_VERBOSE=1``); Lightning's
+#: MisconfigurationException (an impossible Trainer setting) is treated the same way
 USER_ERRORS = (ValueError, FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError)
+
+
+def _is_user_error(err: BaseException) -> bool:
+    if isinstance(err, USER_ERRORS):
+        return True
+    exceptions = sys.modules.get("lightning_fabric.utilities.exceptions")
+    return exceptions is not None and isinstance(err, exceptions.MisconfigurationException)
+
+
+def _run(argv: List[str], args: Optional[List[str]]):
+    task = find_task(argv)
+    has_subcommand = any(a in SUBCOMMANDS for a in argv)
+    if task is None:
+        wants_help = not argv or any(a in ("-h", "--help") for a in argv)
+        if wants_help or not has_subcommand:
+            width = max(len(n) for n in TASKS)
+            listing = "\n".join(f"  {name.ljust(width)}  {spec.description}" for name, spec in TASKS.items())
+            sys.stdout.write(OVERVIEW.format(tasks=listing))
+            raise SystemExit(0 if wants_help else 2)
+        ckpt_path = _ckpt_path_arg(argv)
+        if ckpt_path and ckpt_path not in ("last", "best", "hpc"):
+            from s2s_tasks.checkpoint import read_checkpoint_extras
+
+            read_checkpoint_extras(ckpt_path)  # raises when it is missing or unreadable, which is the real problem
+        _fail(f"choose a task with --task NAME; valid tasks: {', '.join(TASKS)}")
+    try:
+        spec = get_task(task)
+    except KeyError as err:
+        origin = _task_origin(argv)
+        message = err.args[0]
+        _fail(message if origin == "--task" else message.replace(";", f" (from {origin});", 1))
+    _configure_logging()
+    module_class, datamodule_class = spec.classes()
+    cli_class = _build_cli_class()
+    # exit_on_error=False: parse errors are raised (as ConfigError) instead of printing the usage
+    defaults = {"default_config_files": [str(spec.config_file)], "exit_on_error": False}
+    return cli_class(
+        module_class,
+        datamodule_class,
+        parser_kwargs={"exit_on_error": False, **{name: dict(defaults) for name in SUBCOMMANDS}},
+        save_config_kwargs={"overwrite": True},
+        args=None if args is None else argv,
+    )
 
 
 def main(args: Optional[List[str]] = None):
@@ -211,7 +383,8 @@ def main(args: Optional[List[str]] = None):
 
     From the console, an error in the input or the configuration ends the run with a one-paragraph
     message and exit status 2; ``--verbose`` (or ``S2S_TASKS_VERBOSE=1``) shows the traceback
-    too. Python callers (``args`` given) get the exception itself.
+    too. Python callers (``args`` given) get the exception itself (a bad command line or config
+    file: :class:`ConfigError`, a ``ValueError``).
     """
     import os
 
@@ -220,36 +393,15 @@ def main(args: Optional[List[str]] = None):
     argv = [a for a in argv if a != "--verbose"]
     if args is None:
         sys.argv[1:] = argv  # LightningCLI reads sys.argv itself (and warns if also given args)
-    task = find_task(argv)
-    has_subcommand = any(a in SUBCOMMANDS for a in argv)
-    if task is None:
-        wants_help = not argv or any(a in ("-h", "--help") for a in argv)
-        if wants_help or not has_subcommand:
-            width = max(len(n) for n in TASKS)
-            listing = "\n".join(f"  {name.ljust(width)}  {spec.description}" for name, spec in TASKS.items())
-            sys.stdout.write(OVERVIEW.format(tasks=listing))
-            raise SystemExit(0 if wants_help else 2)
-        _fail(f"choose a task with --task NAME; valid tasks: {', '.join(TASKS)}")
     try:
-        spec = get_task(task)
-    except KeyError as err:
-        _fail(err.args[0])
-    _configure_logging()
-    module_class, datamodule_class = spec.classes()
-    cli_class = _build_cli_class()
-    defaults = {"default_config_files": [str(spec.config_file)]}
-    try:
-        cli = cli_class(
-            module_class,
-            datamodule_class,
-            parser_kwargs={name: dict(defaults) for name in SUBCOMMANDS},
-            save_config_kwargs={"overwrite": True},
-            args=None if args is None else argv,
-        )
-    except USER_ERRORS as err:
-        if args is not None or verbose:
+        cli = _run(argv, args)
+    except Exception as err:
+        if args is not None or verbose or not _is_user_error(err):
             raise
-        _fail(f"{err} (run with --verbose for the traceback)")
+        message = " ".join(str(err).split()) or type(err).__name__
+        if "No supported gpu backend" in message:
+            message += " --trainer.accelerator gpu needs a CUDA GPU and there is none here: use --trainer.accelerator auto (or cpu)."
+        _fail(message if isinstance(err, ConfigError) else f"{message} (run with --verbose for the traceback)")
     return None if args is None else cli
 
 

@@ -46,9 +46,11 @@ class StructuredModule(Seq2SeqModule):
         if head == "encoder":
             for key in ("copy_attention", "coverage_attention"):
                 if kwargs.get(key):
-                    raise ValueError(f"model.{key} needs a decoder; it applies with model.head: generate only")
+                    raise ValueError(f"model.{key} needs a decoder; it applies with model.head: generate only "
+                                     f"(set --model.head generate, or drop --model.{key})")
             if kwargs.get("coverage_loss_weight", 0.0) > 0:
-                raise ValueError("model.coverage_loss_weight needs a decoder; it applies with model.head: generate only")
+                raise ValueError("model.coverage_loss_weight needs a decoder; it applies with model.head: generate only "
+                                 "(set --model.head generate, or set --model.coverage_loss_weight 0)")
         super().__init__(**kwargs)  # save_hyperparameters there records head, num_labels, head_dropout too
         self.label_names: List[str] = []
 

@@ -38,9 +38,9 @@ def test_labels_come_from_training_data_sorted_and_reach_the_batches(tmp_path):
 @pytest.mark.parametrize(
     "record, message",
     [
-        ({"text": ["a", "list"], "label": "pos"}, "record 9, field 'text' (data.text_column): expected text, got list"),
-        ({"text": "fine", "label": ""}, "record 9, field 'label' (data.label_column): expected a label"),
-        ({"text": "fine", "label": None}, "record 9, field 'label' (data.label_column)"),
+        ({"text": ["a", "list"], "label": "pos"}, "line 9, field 'text' (data.text_column): expected text, got list"),
+        ({"text": "fine", "label": ""}, "line 9, field 'label' (data.label_column): expected a label"),
+        ({"text": "fine", "label": None}, "line 9, field 'label' (data.label_column)"),
     ],
 )
 def test_bad_records_name_the_record_field_and_key(tmp_path, record, message):
@@ -52,13 +52,13 @@ def test_bad_records_name_the_record_field_and_key(tmp_path, record, message):
 
 def test_missing_column_lists_the_columns_and_key(tmp_path):
     data = make_data(tmp_path, [{"sentence": "x", "label": "a"}, {"sentence": "y", "label": "b"}])
-    with pytest.raises(ValueError, match=r"column 'text' not found; the file has columns \['sentence', 'label'\]. Set data.text_column"):
+    with pytest.raises(ValueError, match=r"column 'text' not found; the data has columns \['sentence', 'label'\]. Set data.text_column"):
         data.label_names
 
 
 def test_unseen_validation_label_is_an_error_naming_data_labels(tmp_path):
     data = make_data(tmp_path, TRAIN, validation=[{"text": "meh", "label": "neutral"}])
-    with pytest.raises(ValueError, match=r"validation data .*record 1: label 'neutral' is not in the label set \['neg', 'pos'\].*data.labels"):
+    with pytest.raises(ValueError, match=r"validation data .*line 1: label 'neutral' is not in the label set \['neg', 'pos'\].*data.labels"):
         data.setup("fit")
     # listing it in data.labels makes it valid (a label may be absent from training)
     data = make_data(tmp_path, TRAIN, validation=[{"text": "meh", "label": "neutral"}], labels=["neg", "neutral", "pos"])

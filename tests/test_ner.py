@@ -40,12 +40,12 @@ def is_valid_bio(tags):
 
 # ----------------------------------------------------------------------------- reading records
 @pytest.mark.parametrize("bad, match", [
-    ({"tokens": ["a", "b"], "tags": ["O", "O", "O"]}, r"record 2, field 'tags' \(data.tags_column\): 3 tags for 2 tokens; give exactly one tag per token"),
-    ({"tokens": ["a", "b"], "tags": ["O", "S-PER"]}, r"record 2, field 'tags'.*tag 1 is 'S-PER', not an IOB2 tag; use IOB2 tags.*convert IOBES"),
-    ({"tokens": "a b", "tags": ["O", "O"]}, r"record 2, field 'tokens' \(data.tokens_column\): expected a list of tokens.*data.text_column"),
-    ({"tokens": ["a", "b c"], "tags": ["O", "O"]}, r"record 2, field 'tokens'.*token 1 is 'b c'.*without whitespace; split it"),
-    ({"tokens": ["a"], "tags": "O"}, r"record 2, field 'tags'.*expected a list of IOB2 tags"),
-    ({"tokens": ["a"], "tags": [3]}, r"record 2, field 'tags'.*integer 3.*ClassLabel.*'B-PER'"),
+    ({"tokens": ["a", "b"], "tags": ["O", "O", "O"]}, r"line 2, field 'tags' \(data.tags_column\): 3 tags for 2 tokens; give exactly one tag per token"),
+    ({"tokens": ["a", "b"], "tags": ["O", "S-PER"]}, r"line 2, field 'tags'.*tag 1 is 'S-PER', not an IOB2 tag; use IOB2 tags.*convert IOBES"),
+    ({"tokens": "a b", "tags": ["O", "O"]}, r"line 2, field 'tokens' \(data.tokens_column\): expected a list of tokens.*data.text_column"),
+    ({"tokens": ["a", "b c"], "tags": ["O", "O"]}, r"line 2, field 'tokens'.*token 1 is 'b c'.*without whitespace; split it"),
+    ({"tokens": ["a"], "tags": "O"}, r"line 2, field 'tags'.*expected a list of IOB2 tags"),
+    ({"tokens": ["a"], "tags": [3]}, r"line 2, field 'tags'.*integer 3.*ClassLabel.*'B-PER'"),
 ])
 def test_bad_records_name_record_field_and_fix(tmp_path, bad, match):
     data = datamodule(tmp_path, [GOOD, bad])
@@ -70,7 +70,7 @@ def test_skips_empty_converts_iob1_and_orders_labels(tmp_path, caplog):
 
 def test_unknown_validation_tag_and_missing_columns(tmp_path):
     data = datamodule(tmp_path, [GOOD], [{"tokens": ["x"], "tags": ["B-ORG"]}])
-    with pytest.raises(ValueError, match=r"record 1: label 'B-ORG' is not in the label set"):
+    with pytest.raises(ValueError, match=r"line 1: label 'B-ORG' is not in the label set"):
         data.examples("validation")
     data = datamodule(tmp_path, [{"words": ["a"], "labels": ["O"]}])
     with pytest.raises(ValueError, match=r"neither column 'tokens' \(data.tokens_column\) nor 'text'.*Set data.tokens_column"):
@@ -105,13 +105,13 @@ def test_raw_text_with_character_offsets(tmp_path):
 
 
 @pytest.mark.parametrize("entities, match", [
-    ([{"start": 12, "end": 16, "label": "LOC"}], r"record 1, field 'entities' \(data.entities_column\): entity 0 \[12, 16\) 'LOC' = 'ondo' starts inside the word 'London' at \[11, 17\).*Fix the offsets"),
+    ([{"start": 12, "end": 16, "label": "LOC"}], r"line 1, field 'entities' \(data.entities_column\): entity 0 \[12, 16\) 'LOC' = 'ondo' starts inside the word 'London' at \[11, 17\).*Fix the offsets"),
     ([{"start": 11, "end": 14, "label": "LOC"}], r"entity 0 \[11, 14\) 'LOC' = 'Lon' ends inside the word 'London'"),
     ([{"start": 0, "end": 5, "label": "PER"}, {"start": 0, "end": 10, "label": "PER"}], r"entities 0 and 1 overlap"),
-    ([{"start": 3, "end": 99, "label": "PER"}], r"entity 0 has start=3, end=99; give integer character offsets with 0 <= start < end <= 17"),
+    ([{"start": 3, "end": 99, "label": "PER"}], r"entity 0 has start=3, end=99, outside the text of 17 characters; give offsets with 0 <= start < end <= the text.s length"),
     ([{"start": 0, "end": 5, "label": "a b"}], r"entity 0 has label 'a b'"),
     ([{"begin": 0, "stop": 5}], r"entity 0 has start=None"),
-    (None, r"expected a list of entities.*give \[\] for a sentence without entities"),
+    (None, r"expected a list of entities.*give \[\] for a text without entities"),
 ])
 def test_raw_text_errors(tmp_path, entities, match):
     data = datamodule(tmp_path, [{"text": "Anna Dorn: London", "entities": entities}])

@@ -14,7 +14,7 @@ import torch
 from helpers import quiet_trainer, validate_fit_validate, write_jsonl
 
 from s2s_tasks.callbacks import PredictionWriter
-from s2s_tasks.data.structured import RecordError
+from s2s_tasks.data.schema import RecordError
 from s2s_tasks.data.tokenizer import BOS_ID, EOS_ID
 from s2s_tasks.metrics import squad_scores
 from s2s_tasks.tasks.qa.data import QADataModule, QAExample, answer_token_span, split_windows, token_char_spans
@@ -56,7 +56,7 @@ def test_answer_offset_mismatch_names_record_field_and_fix(tmp_path):
     with pytest.raises(ValueError) as err:
         _datamodule(tmp_path, records).examples("train")
     message = str(err.value)
-    assert "record 2" in message and "'answers'" in message and "data.answers_column" in message
+    assert "line 2" in message and "'answers'" in message and "data.answers_column" in message
     assert "'a Quin'" in message and "'Lisbon'" in message  # found vs expected text
     assert f"offset(s) [{CONTEXT.index('Lisbon')}]" in message and "fix the offset" in message
 
@@ -75,22 +75,22 @@ def test_answer_offset_mismatch_names_record_field_and_fix(tmp_path):
 def test_malformed_answers_are_rejected(answers, expected):
     data = QADataModule()
     with pytest.raises(RecordError, match=re.escape(expected)) as err:
-        data.read_record({"context": CONTEXT, "question": "Where ?", "answers": answers}, with_gold=True)
+        data.parse_record({"context": CONTEXT, "question": "Where ?", "answers": answers}, with_gold=True)
     assert err.value.field == "answers"
 
 
 def test_answer_forms():
     data = QADataModule(id_column=None)
     listed = [{"text": "pilot", "answer_start": CONTEXT.index("pilot")}, {"text": "a pilot", "answer_start": CONTEXT.index("a pilot")}]
-    example = data.read_record({"context": CONTEXT, "question": "What is the job of Kofi Brisk ?", "answers": listed}, True)
+    example = data.parse_record({"context": CONTEXT, "question": "What is the job of Kofi Brisk ?", "answers": listed}, True)
     assert example.answers == ("pilot", "a pilot") and example.answer_starts == (CONTEXT.index("pilot"), CONTEXT.index("a pilot"))
     assert example.id is None
-    single = data.read_record({"context": CONTEXT, "question": "q", "answers": {"text": "1984", "answer_start": 33}}, True)
+    single = data.parse_record({"context": CONTEXT, "question": "q", "answers": {"text": "1984", "answer_start": 33}}, True)
     assert single.answers == ("1984",)
-    unlabelled = data.read_record({"context": CONTEXT, "question": "q"}, with_gold=False)
+    unlabelled = data.parse_record({"context": CONTEXT, "question": "q"}, with_gold=False)
     assert unlabelled.answers == () and unlabelled.answer_starts == ()
     with pytest.raises(RecordError, match="expected the context as text") as err:
-        data.read_record({"context": 3, "question": "q"}, with_gold=False)
+        data.parse_record({"context": 3, "question": "q"}, with_gold=False)
     assert err.value.field == "context"
 
 

@@ -13,7 +13,7 @@ import torch
 
 from helpers import validate_fit_validate
 
-from s2s_tasks.data.structured import RecordError, SkipRecord
+from s2s_tasks.data.schema import RecordError, SkipRecord
 from s2s_tasks.data.tokenizer import BOS_ID, EOS_ID, train_tokenizer
 from s2s_tasks.metrics import relation_scores, semeval2010_task8_macro_f1
 from s2s_tasks.tasks.relation_extraction import sample_data
@@ -55,11 +55,11 @@ def tokenizer():
 
 # ----------------------------------------------------------------------------- records
 def test_read_record_parses_spans_and_relation(data):
-    example = data.read_record(record(), with_gold=True)
+    example = data.parse_record(record(), with_gold=True)
     assert example == RelationExample(TEXT, 4, 9, 21, 26, "Cause-Effect(e1,e2)")
     listed = {"text": TEXT, "head": [21, 26], "tail": [4, 9], "relation": " Other "}
-    assert data.read_record(listed, with_gold=True) == RelationExample(TEXT, 21, 26, 4, 9, "Other")
-    assert data.read_record({**record(), "relation": None}, with_gold=False).relation is None
+    assert data.parse_record(listed, with_gold=True) == RelationExample(TEXT, 21, 26, 4, 9, "Other")
+    assert data.parse_record({**record(), "relation": None}, with_gold=False).relation is None
 
 
 @pytest.mark.parametrize("change, field, words", [
@@ -76,7 +76,7 @@ def test_read_record_parses_spans_and_relation(data):
 ])
 def test_bad_records_name_the_field_and_the_fix(data, change, field, words):
     with pytest.raises(RecordError) as info:
-        data.read_record({**record(), **change}, with_gold=True)
+        data.parse_record({**record(), **change}, with_gold=True)
     assert info.value.field == field
     for word in words:
         assert word in info.value.message
@@ -84,7 +84,7 @@ def test_bad_records_name_the_field_and_the_fix(data, change, field, words):
 
 def test_empty_text_is_skipped(data):
     with pytest.raises(SkipRecord):
-        data.read_record({**record(), "text": "  "}, with_gold=True)
+        data.parse_record({**record(), "text": "  "}, with_gold=True)
 
 
 def test_file_errors_name_record_number_and_config_key(tmp_path):
@@ -93,7 +93,7 @@ def test_file_errors_name_record_number_and_config_key(tmp_path):
     bad["head"]["end"] = 10  # text[4:10] is "storm ", the mention says "storm"
     path.write_text("\n".join(json.dumps(r) for r in [record(), bad]) + "\n", encoding="utf-8")
     data = RelationExtractionDataModule(train_file=str(path), cache_dir=str(tmp_path / "cache"))
-    with pytest.raises(ValueError, match=r"record 2, field 'head' \(data.head_column\): the entity text 'storm'"):
+    with pytest.raises(ValueError, match=r"line 2, field 'head' \(data.head_column\): the entity text 'storm'"):
         data.examples("train")
 
 
@@ -112,7 +112,7 @@ def test_marked_text_spaces_markers_once():
 
 @pytest.mark.parametrize("head, tail", [((4, 9), (21, 26)), ((21, 26), (4, 9))])
 def test_encoded_positions_point_at_the_start_markers(data, tokenizer, head, tail):
-    example = data.read_record(record(head=head, tail=tail), with_gold=True)
+    example = data.parse_record(record(head=head, tail=tail), with_gold=True)
     (feature,) = data.encode_examples([example], tokenizer, with_gold=True, origin="test")
     ids = feature["src_ids"]
     assert ids[0] == BOS_ID and ids[-1] == EOS_ID and feature["label"] == 0
@@ -158,7 +158,7 @@ def test_cut_inputs_are_counted(data, tokenizer, caplog):
     long_text = "The " + "big " * 30 + "storm caused the flood ."
     start = long_text.index("storm")
     end_flood = long_text.index("flood")
-    example = data.read_record(record(text=long_text, head=(start, start + 5), tail=(end_flood, end_flood + 5)), with_gold=True)
+    example = data.parse_record(record(text=long_text, head=(start, start + 5), tail=(end_flood, end_flood + 5)), with_gold=True)
     data.hparams.max_source_tokens = 12
     with caplog.at_level(logging.WARNING):
         (feature,) = data.encode_examples([example], tokenizer, with_gold=False, origin="test data")

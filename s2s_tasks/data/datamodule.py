@@ -1,25 +1,32 @@
-"""The base LightningDataModule for text-to-text tasks.
+"""The base LightningDataModules: what every task's data shares, and text-to-text pairs.
 
-Raw records (jsonl / csv / tsv / parquet / txt files, or a dataset hub name) are loaded with
-``datasets``, checked against the configured columns, tokenized with a ``tokenizers`` model in a
-batched ``map`` and batched under a token budget over length buckets.
+Raw records (jsonl / json / csv / tsv / parquet / txt files, read by :mod:`records` with line
+numbers, or a dataset hub split through ``datasets``) are checked against the fields the task
+declares (:mod:`schema`), tokenized with a ``tokenizers`` model and batched under a token budget
+over length buckets.
 """
 
 from __future__ import annotations
 
 import logging
 import warnings
+from collections import Counter
+from contextlib import contextmanager
 from dataclasses import dataclass
 from dataclasses import field as dc_field
 from pathlib import Path
-from typing import Any, ClassVar, Dict, Iterator, List, Mapping, Optional, Tuple
+from typing import Any, ClassVar, Dict, Iterator, List, Mapping, NamedTuple, Optional, Tuple
 
 import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from s2s_tasks.data.loading import check_columns, check_text_values, load_hub_split, load_split_file
+from s2s_tasks.data import cache
+from s2s_tasks.data.loading import load_hub_split
+from s2s_tasks.data.records import Records, check_file, read_file, records_from_dataset
+from s2s_tasks.data.schema import Field, SkipRecord, check_record, read_examples
 from s2s_tasks.data.sampler import TokenBudgetBatchSampler
+from s2s_tasks.data.streaming import PredictStream
 from s2s_tasks.data.tokenizer import (
     BOS_ID,
     EOS_ID,
@@ -28,6 +35,7 @@ from s2s_tasks.data.tokenizer import (
     encode_batch,
     iter_texts,
     load_tokenizer,
+    tokenizer_from_json,
     train_tokenizer,
 )
 
@@ -36,6 +44,9 @@ log = logging.getLogger(__name__)
 # Lightning warns that it cannot force drop_last=False on a custom batch sampler at predict time;
 # TokenBudgetBatchSampler never drops an example (tests/test_data.py checks it).
 warnings.filterwarnings("ignore", message="You are using a custom batch sampler", category=UserWarning)
+# predict streams batches (an IterableDataset): the prediction writer orders records by their
+# record numbers, not by Lightning's batch indices
+warnings.filterwarnings("ignore", message="Couldn't infer the batch indices", category=UserWarning)
 
 SPLITS = ("train", "validation", "test", "predict")
 #: padding value of label tensors: ``ignore_index`` of the losses
@@ -141,7 +152,12 @@ class TextDataModule(pl.LightningDataModule):
 
     def __init__(self) -> None:
         super().__init__()
-        self._raw: Dict[str, Any] = {}
+        self._raw: Dict[str, Records] = {}
+        #: warnings about the data, repeated as a summary at the end of the run
+        self.notes: List[str] = []
+        self._tally: Optional[Dict[Tuple[str, str], List[int]]] = None
+        self._captures: List[List[str]] = []
+        self._examples: Dict[str, Tuple[List[Any], List[int]]] = {}
         self._encoded: Dict[str, EncodedSplit] = {}
         self._tokenizer = None
 
@@ -162,8 +178,8 @@ class TextDataModule(pl.LightningDataModule):
             return ("file", str(Path(self.sample_dir) / f"{split}.jsonl"), f"data.{split}_file")
         return None
 
-    def raw_split(self, split: str):
-        """The split as a ``datasets.Dataset`` (loaded once)."""
+    def raw_split(self, split: str) -> Records:
+        """The split's raw records (read once)."""
         if split not in self._raw:
             source = self._split_source(split)
             if source is None:
@@ -172,19 +188,102 @@ class TextDataModule(pl.LightningDataModule):
                     + (" or data.dataset" if split != "predict" else "")
                 )
             kind, location, _ = source
+            origin = self._origin(split)
             if kind == "file":
                 if self.sample_dir is not None and Path(location).parent == Path(self.sample_dir):
                     log.info("Using the embedded sample data: %s", location)
-                self._raw[split] = load_split_file(location, f"data.{split}_file", self.hparams.cache_dir)
+                self._raw[split] = read_file(location, f"data.{split}_file", origin, self.note)
             else:
-                self._raw[split] = load_hub_split(
-                    self.hparams.dataset, self.hparams.dataset_config, location, self.hparams.cache_dir
-                )
+                dataset = load_hub_split(self.hparams.dataset, self.hparams.dataset_config, location, self.hparams.cache_dir)
+                self._raw[split] = records_from_dataset(dataset, origin)
         return self._raw[split]
 
     def _origin(self, split: str) -> str:
         source = self._split_source(split)
         return f"{split} data {source[1]!r}" if source else f"{split} data"
+
+    def locate(self, origin: str, number: int) -> str:
+        """Where record ``number`` of the split called ``origin`` is (its line, where it has one)."""
+        for records in self._raw.values():
+            if records.origin == origin and 0 <= number - records.first < len(records):
+                return records.where(number - records.first)
+        return f"{origin}, record {number}"
+
+    # ----------------------------------------------------------------------------- reports
+    def note(self, message: str) -> None:
+        """Log a warning about the data (records skipped, cut or cleaned) and keep it for the
+        summary at the end of the run (:meth:`teardown`)."""
+        log.warning(message)
+        if message not in self.notes:
+            self.notes.append(message)
+        for captured in self._captures:
+            captured.append(message)
+
+    def report(self, origin: str, count: int, total: int, message: str) -> None:
+        """Note ``"<origin>: N of M <message>"`` when ``count`` > 0 (skips, truncations and the like);
+        inside :meth:`tally` the counts are summed and noted when it ends."""
+        if self._tally is not None:
+            counts = self._tally.setdefault((origin, message), [0, 0])
+            counts[0] += count
+            counts[1] += total
+        elif count:
+            self.note(f"{origin}: {count} of {total} {message}")
+
+    @contextmanager
+    def tally(self) -> Iterator[None]:
+        """Sum the :meth:`report` counts of several chunks of data into one note each."""
+        self._tally = {}
+        try:
+            yield
+        finally:
+            tallied, self._tally = self._tally, None
+            for (origin, message), (count, total) in tallied.items():
+                self.report(origin, count, total, message)
+
+    def teardown(self, stage: str) -> None:
+        if self.notes:
+            log.warning("What happened to the data in this run:\n  - %s", "\n  - ".join(self.notes))
+
+    # ----------------------------------------------------------------------------- records -> examples
+    def fields(self, split: str, records: Records) -> List[Field]:
+        """The columns a split must have and their kinds (``predict`` needs the inputs only)."""
+        raise NotImplementedError
+
+    def read_record(self, record: Dict[str, Any], with_gold: bool) -> Any:
+        """One record (column -> value, already checked against :meth:`fields`) -> an example;
+        raises :class:`~s2s_tasks.data.schema.RecordError` for data that breaks the task's own
+        rules and :class:`~s2s_tasks.data.schema.SkipRecord` for a record skipped by policy."""
+        raise NotImplementedError
+
+    def check_examples(self, split: str, examples: List[Any], numbers: List[int], origin: str) -> None:
+        """Checks across a split's examples once they are read (e.g. labels unseen in training)."""
+
+    def read_records(self, records: Records, split: str) -> Tuple[List[Any], List[int], Counter]:
+        """Examples of a table of records, their record numbers and the skip counts per reason."""
+        with_gold = split != "predict"
+        return read_examples(records, self.fields(split, records), lambda record: self.read_record(record, with_gold))
+
+    def parse_record(self, record: Dict[str, Any], with_gold: bool = True) -> Any:
+        """One raw record (column -> value) -> an example, checked as a file's records are;
+        raises :class:`~s2s_tasks.data.schema.RecordError` or :class:`~s2s_tasks.data.schema.SkipRecord`."""
+        table = Records({column: [value] for column, value in record.items()}, origin="record")
+        fields = self.fields("train" if with_gold else "predict", table)
+        return self.read_record(check_record(record, fields), with_gold)
+
+    def examples(self, split: str) -> Tuple[List[Any], List[int]]:
+        """The split's examples and their 1-based record numbers (read and checked once);
+        skipped records are reported per reason."""
+        if split not in self._examples:
+            records = self.raw_split(split)
+            origin = self._origin(split)
+            examples, numbers, skipped = self.read_records(records, split)
+            for reason, count in skipped.items():
+                self.note(f"{origin}: skipped {count} of {len(records)} records: {reason}")
+            if not examples:
+                raise ValueError(f"{origin}: no usable records (all {len(records)} were skipped)")
+            self.check_examples(split, examples, numbers, origin)
+            self._examples[split] = (examples, numbers)
+        return self._examples[split]
 
     # ----------------------------------------------------------------------------- tokenizer
     @property
@@ -202,19 +301,39 @@ class TextDataModule(pl.LightningDataModule):
                         "no tokenizer: set data.tokenizer_file (a tokenizer JSON or a checkpoint), "
                         "pass --ckpt_path, or give training data (data.train_file / data.dataset) to train one"
                     )
-                log.info(
-                    "Training a %s tokenizer (data.tokenizer_vocab_size=%d) on the training split",
-                    hp.tokenizer_kind, hp.tokenizer_vocab_size,
-                )
-                self._tokenizer = train_tokenizer(
-                    self.tokenizer_training_texts(),
-                    vocab_size=hp.tokenizer_vocab_size,
-                    kind=hp.tokenizer_kind,
-                    min_frequency=hp.min_frequency,
-                    lowercase=hp.lowercase,
-                    extra_special_tokens=self.special_tokens,
-                )
+                self._tokenizer = self._trained_tokenizer()
         return self._tokenizer
+
+    def _trained_tokenizer(self):
+        """A tokenizer trained on the training split (from the disk cache for a large local file)."""
+        hp = self.hparams
+        key = None
+        if len(self.examples("train")[0]) >= cache.MIN_RECORDS:
+            key = self._cache_key("tokenizer", "train", with_tokenizer=False)
+        store = cache.TokenCache(hp.cache_dir) if key else None
+        text = store.load_text(key) if store else None
+        if text is not None:
+            try:
+                tokenizer = tokenizer_from_json(text, f"cached tokenizer {key}")
+                log.info("Tokenizer trained on %s read from the cache %s", self._origin("train"), store.root)
+                return tokenizer
+            except ValueError as err:
+                log.warning("%s; training the tokenizer again", err)
+        log.info(
+            "Training a %s tokenizer (data.tokenizer_vocab_size=%d) on the training split",
+            hp.tokenizer_kind, hp.tokenizer_vocab_size,
+        )
+        tokenizer = train_tokenizer(
+            self.tokenizer_training_texts(),
+            vocab_size=hp.tokenizer_vocab_size,
+            kind=hp.tokenizer_kind,
+            min_frequency=hp.min_frequency,
+            lowercase=hp.lowercase,
+            extra_special_tokens=self.special_tokens,
+        )
+        if store is not None:
+            store.save_text(key, tokenizer.to_str())
+        return tokenizer
 
     def tokenizer_training_texts(self) -> Iterator[str]:
         """The texts a new tokenizer is trained on (the training split's inputs and outputs)."""
@@ -230,8 +349,70 @@ class TextDataModule(pl.LightningDataModule):
         return PAD_ID
 
     def encode_split(self, split: str) -> EncodedSplit:
-        """The split tokenized and ready to batch (computed once)."""
+        """The split tokenized and ready to batch (computed once; large splits of local files
+        are cached on disk, keyed by content: see :mod:`~s2s_tasks.data.cache`)."""
+        if split not in self._encoded:
+            examples, numbers = self.examples(split)
+            with_gold = split != "predict"
+            key = self._cache_key("tokenized", split) if len(examples) >= cache.MIN_RECORDS else None
+            self._encoded[split] = self.encode(examples, numbers, self._origin(split), with_gold, cache_key=key)
+        return self._encoded[split]
+
+    def encode(self, examples: List[Any], numbers: List[int], origin: str, with_gold: bool,
+               cache_key: Optional[str] = None) -> EncodedSplit:
+        """Examples (with their record numbers) tokenized and ready to batch; truncations and
+        the like are reported with :meth:`report`. With ``cache_key`` the token ids are read from
+        or written to the disk cache."""
+        store = cache.TokenCache(self.hparams.cache_dir) if cache_key else None
+        found = store.load_columns(cache_key) if store else None
+        if found is not None:
+            columns, notes = found
+            log.info("%s: token ids read from the cache %s", origin, store.root)
+            for message in notes:
+                self.note(message)
+        else:
+            with self._capture_notes() as notes:
+                columns = self.tokenize(examples, origin, with_gold)
+            if store is not None:
+                store.save_columns(cache_key, columns, notes)
+        return self.assemble(examples, numbers, columns, with_gold)
+
+    def tokenize(self, examples: List[Any], origin: str, with_gold: bool) -> Dict[str, List[Any]]:
+        """Token ids and other integer features of examples, as columns (one value per encoded
+        row): ``src_ids``, optionally ``tgt_ids``, and task columns."""
         raise NotImplementedError
+
+    def assemble(self, examples: List[Any], numbers: List[int], columns: Dict[str, List[Any]], with_gold: bool) -> EncodedSplit:
+        """The :class:`EncodedSplit` of examples and their tokenized columns."""
+        raise NotImplementedError
+
+    # ----------------------------------------------------------------------------- the disk cache
+    def cache_settings(self) -> Dict[str, Any]:
+        """What the encoding depends on besides the data and the tokenizer: the data settings
+        (not where the data is or how it is batched)."""
+        ignore = {"train_file", "validation_file", "test_file", "predict_file", "dataset", "dataset_config",
+                  "train_split", "validation_split", "test_split", "tokenizer_file", "cache_dir", "num_workers",
+                  "max_tokens", "eval_max_tokens", "max_batch_size", "seed"}
+        return {k: v for k, v in dict(self.hparams).items() if k not in ignore}
+
+    def _cache_key(self, what: str, split: str, with_tokenizer: bool = True) -> Optional[str]:
+        """The content key of a split's cache entry; None for data that is not a local file."""
+        source = self._split_source(split)
+        if source is None or source[0] != "file":
+            return None
+        code = cache.code_digest([type(self)], ["s2s_tasks.data.tokenizer", "s2s_tasks.data.records", "s2s_tasks.data.schema"])
+        tokenizer = self.tokenizer.to_str() if with_tokenizer else None
+        return cache.make_key(what, split, cache.file_digest(source[1]), tokenizer, self.cache_settings(), code)
+
+    @contextmanager
+    def _capture_notes(self) -> Iterator[List[str]]:
+        """The notes made inside the block (stored with a cache entry and replayed when it is used)."""
+        captured: List[str] = []
+        self._captures.append(captured)
+        try:
+            yield captured
+        finally:
+            self._captures.remove(captured)
 
     # ----------------------------------------------------------------------------- Lightning hooks
     def setup(self, stage: Optional[str] = None) -> None:
@@ -239,6 +420,12 @@ class TextDataModule(pl.LightningDataModule):
         for split in needed.get(stage, ()) if stage else ("train", "validation"):
             if split == "validation" and stage == "fit" and self._split_source("validation") is None:
                 log.warning("No validation data (data.validation_file): training without validation")
+                continue
+            if split == "predict":  # streamed by predict_dataloader
+                if self.hparams.predict_file is None:
+                    raise ValueError("no predict data: set data.predict_file")
+                check_file(str(self.hparams.predict_file), "data.predict_file")  # fail before the model runs
+                self.tokenizer  # noqa: B018 -- likewise
                 continue
             self.encode_split(split)
 
@@ -274,7 +461,19 @@ class TextDataModule(pl.LightningDataModule):
         return self._loader("test", shuffle=False)
 
     def predict_dataloader(self) -> DataLoader:
-        return self._loader("predict", shuffle=False)
+        """The predict file, read in chunks (:mod:`~s2s_tasks.data.streaming`): flat memory."""
+        if self.hparams.predict_file is None:
+            raise ValueError("no predict data: set data.predict_file")
+        trainer = self.trainer
+        hp = self.hparams
+        stream = PredictStream(
+            self, str(hp.predict_file), "data.predict_file", max_tokens=hp.eval_max_tokens or hp.max_tokens,
+            max_batch_size=hp.max_batch_size, world_size=trainer.world_size if trainer is not None else 1,
+            rank=trainer.global_rank if trainer is not None else 0,
+        )
+        # one process reads the stream: a worker would hold a copy of the data module and its
+        # notes (what was skipped or cut) would not reach the end-of-run summary
+        return DataLoader(stream, batch_size=None)
 
 class Seq2SeqDataModule(TextDataModule):
     """Source/target text pairs for generation tasks (translation, summarization, dialogue ...).
@@ -283,7 +482,8 @@ class Seq2SeqDataModule(TextDataModule):
 
     Args:
         train_file, validation_file, test_file: local jsonl/json/csv/tsv/parquet files.
-        predict_file: inputs for ``predict``: the same formats, or ``.txt`` with one input per line.
+        predict_file: inputs for ``predict``: the same formats, or ``.txt`` with one input per
+            line; read in chunks (:mod:`~s2s_tasks.data.streaming`), so it may be of any size.
         dataset, dataset_config: a dataset hub name (and config) used for the splits whose file
             is not given; split names are ``train_split``, ``validation_split``, ``test_split``.
         source_column, target_column: column names of the input and output text.
@@ -299,7 +499,9 @@ class Seq2SeqDataModule(TextDataModule):
         max_batch_size: optional cap on examples per batch.
         num_workers: DataLoader worker processes.
         seed: seed of the batch shuffling (reshuffled every epoch).
-        cache_dir: where ``datasets`` keeps its cache (default: its own).
+        cache_dir: where tokenized splits and trained tokenizers of large files are cached (keyed
+            by content, see :mod:`~s2s_tasks.data.cache`; default ``$S2S_TASKS_CACHE`` or
+            ``~/.cache/s2s-tasks``), and where ``datasets`` keeps hub downloads (default: its own).
     """
 
     # ---- hooks for tasks whose source is more than one text (e.g. a dialogue history) ----------
@@ -345,28 +547,41 @@ class Seq2SeqDataModule(TextDataModule):
             if value < 2:
                 raise ValueError(f"data.{key} must be at least 2 (room for the special tokens), got {value}")
 
-    def _text_columns(self, split: str, dataset) -> Dict[str, Optional[str]]:
-        """Config key -> column for the fields this split must have."""
+    def fields(self, split: str, records: Records) -> List[Field]:
         hp = self.hparams
-        if split == "predict":
-            if "text" in dataset.column_names and hp.source_column not in dataset.column_names:
-                return {"data.source_column": "text"}
-            return {"data.source_column": hp.source_column}
-        columns = {"data.source_column": hp.source_column, "data.target_column": hp.target_column}
-        if split != "train" and hp.references_column is not None:
-            columns["data.references_column"] = hp.references_column
-        return columns
+        source_kind = "texts" if self.list_sources else "text"
+        source_column = hp.source_column
+        if split == "predict" and "text" in records.column_names and source_column not in records.column_names:
+            source_column = "text"  # a .txt predict file
+        fields = [Field(source_column, "data.source_column", source_kind, "source")]
+        if split != "predict":
+            fields.append(Field(hp.target_column, "data.target_column", "text", "target"))
+            if split != "train" and hp.references_column is not None:
+                fields.append(Field(hp.references_column, "data.references_column", "texts", "references"))
+        self._columns = [f.column for f in fields]
+        return fields
+
+    def read_record(self, record: Dict[str, Any], with_gold: bool) -> "Seq2SeqExample":
+        columns = self._columns
+        source = record[columns[0]]
+        if not any(t.strip() for t in self.source_segments(source, self.hparams)):
+            raise SkipRecord("empty or whitespace-only source")
+        target = record[columns[1]] if with_gold else None
+        references = None
+        if len(columns) > 2:
+            value = record[columns[2]]
+            references = [value] if isinstance(value, str) else [r for r in value if r.strip()]
+        return Seq2SeqExample(source, target, references)
 
     def tokenizer_training_texts(self) -> Iterator[str]:
+        examples, _ = self.examples("train")
         hp = self.hparams
-        train = self.raw_split("train")
-        check_columns(train, self._text_columns("train", train), self._origin("train"))
-        source_texts = (t for v in train[hp.source_column] for t in self.source_segments(v, hp))
-        return iter_texts([source_texts, list(train[hp.target_column])])
+        source_texts = (t for e in examples for t in self.source_segments(e.source, hp))
+        return iter_texts([source_texts, [e.target for e in examples]])
 
     # ----------------------------------------------------------------------------- encoding
-    # The two hooks are classmethods taking the hyperparameters explicitly: the batched
-    # ``datasets.map`` hashes its function (the cache key), which must not pickle the data module.
+    # The two hooks are classmethods taking the hyperparameters explicitly: they depend on
+    # nothing but the text and the settings.
     @classmethod
     def source_segments(cls, value: Any, hparams: Mapping[str, Any]) -> List[str]:
         """The texts inside one raw source value: what the tokenizer is trained on and what the
@@ -386,74 +601,36 @@ class Seq2SeqDataModule(TextDataModule):
         ids = encode_batch(tokenizer, [v or "" for v in values])
         return {"src_ids": [i[:limit] + [EOS_ID] for i in ids], "src_truncated": [len(i) > limit for i in ids]}
 
-    def encode_split(self, split: str) -> EncodedSplit:
-        """Tokenize a split (once); records with empty text are skipped, counted and reported."""
-        if split in self._encoded:
-            return self._encoded[split]
+    def tokenize(self, examples: List["Seq2SeqExample"], origin: str, with_gold: bool) -> Dict[str, List[Any]]:
         hp = self.hparams
-        dataset = self.raw_split(split)
-        origin = self._origin(split)
-        columns = self._text_columns(split, dataset)
-        check_columns(dataset, columns, origin)
-        source_column = columns["data.source_column"]
-        target_column = columns.get("data.target_column")
-        references_column = columns.get("data.references_column")
-        for key, column in columns.items():
-            allow_list = key == "data.references_column" or (key == "data.source_column" and self.list_sources)
-            check_text_values(list(dataset[column]), origin, column, key, allow_list=allow_list)
-
         tokenizer = self.tokenizer
-        max_tgt = hp.max_target_tokens - 1
-        encode_sources, hparams = type(self).encode_sources, dict(hp)
-
-        def encode(batch: Dict[str, list]) -> Dict[str, list]:
-            out = encode_sources(batch[source_column], tokenizer, hparams)
-            if target_column is not None:
-                tgt = encode_batch(tokenizer, [t or "" for t in batch[target_column]])
-                out["tgt_ids"] = [ids[:max_tgt] for ids in tgt]
-                out["tgt_truncated"] = [len(i) > max_tgt for i in tgt]
-            return out
-
-        encoded = dataset.map(encode, batched=True, batch_size=1000, desc=f"Tokenizing {split}")
-        # materialise columns once: datasets >= 4 returns lazy Column objects, slow to index per row
-        sources = list(encoded[source_column])
-        targets = list(encoded[target_column]) if target_column else None
-        keep = [
-            i
-            for i in range(len(encoded))
-            if any(t.strip() for t in self.source_segments(sources[i], hp)) and (targets is None or (targets[i] or "").strip())
-        ]
-        skipped = len(encoded) - len(keep)
-        if skipped:
-            log.warning(
-                "%s: skipped %d of %d records with an empty or whitespace-only %s",
-                origin, skipped, len(encoded), "source or target" if targets is not None else "source",
-            )
-        if not keep:
-            raise ValueError(f"{origin}: no usable records (all {len(encoded)} have empty text)")
+        out = self.encode_sources([e.source for e in examples], tokenizer, dict(hp))
         messages = dict(self.source_flags)
-        if target_column is not None:
+        columns = {"src_ids": out["src_ids"]}
+        if with_gold:
+            max_tgt = hp.max_target_tokens - 1
+            tgt = encode_batch(tokenizer, [e.target for e in examples])
+            columns["tgt_ids"] = [ids[:max_tgt] for ids in tgt]
+            out["tgt_truncated"] = [len(i) > max_tgt for i in tgt]
             messages["tgt_truncated"] = "truncated to data.max_target_tokens={max_target_tokens} tokens"
         for column, message in messages.items():
-            flags = list(encoded[column])
-            count = sum(flags[i] for i in keep)
-            if count:
-                log.warning("%s: %d of %d records %s", origin, count, len(keep), message.format(**hp))
-        src_ids = list(encoded["src_ids"])
-        tgt_ids = list(encoded["tgt_ids"]) if target_column else None
-        if references_column is not None:
-            raw_refs = list(encoded[references_column])
-            references = [[r] if isinstance(r, str) else list(r) for r in (raw_refs[i] for i in keep)]
-        elif targets is not None:
-            references = [[targets[i]] for i in keep]
-        else:
-            references = None
-        result = EncodedSplit(
-            src_ids=[src_ids[i] for i in keep],
-            tgt_ids=[tgt_ids[i] for i in keep] if tgt_ids is not None else None,
-            sources=[sources[i] for i in keep],
-            references=references,
-            record_numbers=[i + 1 for i in keep],
+            self.report(origin, sum(out[column]), len(examples), "records " + message.format(**hp))
+        return columns
+
+    def assemble(self, examples: List["Seq2SeqExample"], numbers: List[int], columns: Dict[str, List[Any]], with_gold: bool) -> EncodedSplit:
+        return EncodedSplit(
+            src_ids=columns["src_ids"],
+            tgt_ids=columns.get("tgt_ids"),
+            sources=[e.source for e in examples],
+            references=[e.references or [e.target] for e in examples] if with_gold else None,
+            record_numbers=list(numbers),
         )
-        self._encoded[split] = result
-        return result
+
+
+class Seq2SeqExample(NamedTuple):
+    """One source/target pair: the raw source value (text, or a list of texts where a task
+    allows it), the target text (``None`` at predict time) and optional references."""
+
+    source: Any
+    target: Optional[str]
+    references: Optional[List[str]]

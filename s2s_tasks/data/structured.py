@@ -1,8 +1,9 @@
 """The base data module of the tasks that predict structure from text: a label (classification),
 tags (NER), an answer span (extractive QA) or a relation (relation extraction).
 
-A task subclass says how one raw record becomes an *example* (:meth:`StructuredDataModule.read_record`,
-which also validates it), and then how examples are encoded in each head mode:
+A task subclass declares its fields (:meth:`~s2s_tasks.data.datamodule.TextDataModule.fields`,
+checked by :mod:`s2s_tasks.data.schema`), says how one checked record becomes an *example*
+(:meth:`~s2s_tasks.data.datamodule.TextDataModule.read_record`, with the task's own checks), and then how examples are encoded in each head mode:
 
 * ``head: encoder`` -- :meth:`~StructuredDataModule.encode_examples` turns examples into features
   (token ids plus integer labels/positions) for an encoder and a task head;
@@ -18,46 +19,14 @@ metrics compare against), so both modes are scored by the same code.
 from __future__ import annotations
 
 import logging
-from collections import Counter
 from typing import Any, ClassVar, Dict, Iterable, Iterator, List, Optional, Tuple
 
 from s2s_tasks.data.datamodule import EncodedSplit, TextDataModule
-from s2s_tasks.data.loading import check_columns
 from s2s_tasks.data.tokenizer import EOS_ID, encode_batch
 
 log = logging.getLogger(__name__)
 
 HEADS = ("encoder", "generate")
-
-
-class RecordError(ValueError):
-    """A record that cannot be used: ``field`` names the offending column, ``message`` says what
-    was expected and how to fix it (the data module adds the file and record number)."""
-
-    def __init__(self, field: str, message: str) -> None:
-        super().__init__(message)
-        self.field = field
-        self.message = message
-
-
-class SkipRecord(Exception):
-    """A record the task skips by policy (e.g. empty text); ``reason`` is counted and reported."""
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
-
-
-def read_text(record: Dict[str, Any], column: str, what: str = "text") -> str:
-    """The text in ``record[column]``: a :class:`RecordError` when it is not a string, a
-    :class:`SkipRecord` (counted as "empty or whitespace-only <what>") when it is empty."""
-    value = record[column]
-    if value is not None and not isinstance(value, str):
-        expected = "text" if what == "text" else f"the {what} as text"
-        raise RecordError(column, f"expected {expected}, got {type(value).__name__} ({str(value)[:60]!r})")
-    if not value or not value.strip():
-        raise SkipRecord(f"empty or whitespace-only {what}")
-    return value
 
 
 class StructuredDataModule(TextDataModule):
@@ -80,7 +49,8 @@ class StructuredDataModule(TextDataModule):
         max_target_tokens: longest rendered target in ``generate`` mode.
         max_tokens, eval_max_tokens, max_batch_size: token budget of training / evaluation
             batches, and an optional cap on examples per batch.
-        num_workers, seed, cache_dir: DataLoader workers, shuffling seed, ``datasets`` cache.
+        num_workers, seed, cache_dir: DataLoader workers, shuffling seed, the token cache (see
+            :class:`~s2s_tasks.data.datamodule.Seq2SeqDataModule`).
     """
 
     #: whether the task has a label inventory (``num_labels`` is linked into the model)
@@ -127,19 +97,10 @@ class StructuredDataModule(TextDataModule):
                 raise ValueError(f"data.{key} must be at least 3 (room for the special tokens), got {value}")
         if labels is not None and (not labels or len(set(labels)) != len(labels)):
             raise ValueError(f"data.labels must list distinct labels, got {labels!r}")
-        self._examples: Dict[str, Tuple[List[Any], List[int]]] = {}
         self._label_names: Optional[List[str]] = None
 
     # ----------------------------------------------------------------------------- task hooks
-    def columns(self, split: str, column_names: List[str]) -> Dict[str, str]:
-        """Config key -> column that the split must have (``predict`` needs the inputs only)."""
-        raise NotImplementedError
-
-    def read_record(self, record: Dict[str, Any], with_gold: bool) -> Any:
-        """One raw record (column -> value) -> an example; raises :class:`RecordError` for bad
-        data and :class:`SkipRecord` for a record skipped by policy."""
-        raise NotImplementedError
-
+    # fields(split, records) and read_record(record, with_gold): see TextDataModule
     def example_labels(self, example: Any) -> Iterable[str]:
         """The labels an example uses (to build and check the label inventory)."""
         return ()
@@ -170,37 +131,9 @@ class StructuredDataModule(TextDataModule):
         raise NotImplementedError
 
     # ----------------------------------------------------------------------------- examples and labels
-    def examples(self, split: str) -> Tuple[List[Any], List[int]]:
-        """The split's examples and their 1-based record numbers (read and validated once)."""
-        if split in self._examples:
-            return self._examples[split]
-        dataset = self.raw_split(split)
-        origin = self._origin(split)
-        columns = self.columns(split, list(dataset.column_names))
-        check_columns(dataset, columns, origin)
-        key_of = {column: key for key, column in columns.items()}
-        with_gold = split != "predict"
-        values = {column: list(dataset[column]) for column in columns.values()}
-        examples, numbers, skipped = [], [], Counter()
-        for i in range(len(dataset)):
-            record = {column: column_values[i] for column, column_values in values.items()}
-            try:
-                examples.append(self.read_record(record, with_gold))
-                numbers.append(i + 1)
-            except SkipRecord as skip:
-                skipped[skip.reason] += 1
-            except RecordError as err:
-                key = key_of.get(err.field)
-                where = f"field {err.field!r}" + (f" ({key})" if key else "")
-                raise ValueError(f"{origin}, record {i + 1}, {where}: {err.message}") from None
-        for reason, count in skipped.items():
-            log.warning("%s: skipped %d of %d records: %s", origin, count, len(dataset), reason)
-        if not examples:
-            raise ValueError(f"{origin}: no usable records (all {len(dataset)} were skipped)")
-        if self.uses_labels and with_gold and split != "train":
+    def check_examples(self, split: str, examples: List[Any], numbers: List[int], origin: str) -> None:
+        if self.uses_labels and split not in ("train", "predict"):
             self._check_labels(examples, numbers, origin)
-        self._examples[split] = (examples, numbers)
-        return examples, numbers
 
     def _check_labels(self, examples: List[Any], numbers: List[int], origin: str) -> None:
         known = set(self.label_names)
@@ -208,7 +141,7 @@ class StructuredDataModule(TextDataModule):
             unknown = [label for label in self.example_labels(example) if label not in known]
             if unknown:
                 raise ValueError(
-                    f"{origin}, record {number}: label {unknown[0]!r} is not in the label set {self.label_names} "
+                    f"{self.locate(origin, number)}: label {unknown[0]!r} is not in the label set {self.label_names} "
                     "(read from the training data or the checkpoint). Fix the record, or list every label in data.labels."
                 )
 
@@ -260,46 +193,36 @@ class StructuredDataModule(TextDataModule):
             if self.hparams.head == "generate":
                 yield self.target_text(example)
 
-    def report(self, origin: str, count: int, total: int, message: str) -> None:
-        """Log ``"N of M records <message>"`` when ``count`` > 0 (truncations and the like)."""
-        if count:
-            log.warning("%s: %d of %d %s", origin, count, total, message)
-
-    def encode_split(self, split: str) -> EncodedSplit:
-        if split in self._encoded:
-            return self._encoded[split]
+    def tokenize(self, examples: List[Any], origin: str, with_gold: bool) -> Dict[str, List[Any]]:
         hp = self.hparams
-        examples, numbers = self.examples(split)
-        origin = self._origin(split)
-        with_gold = split != "predict"
         tokenizer = self.tokenizer
-        if self.uses_labels:
-            self.label_names  # noqa: B018 -- resolve (and check) the inventory before encoding
-        fields: Dict[str, List[Any]] = {}
         if hp.head == "generate":
             limit = hp.max_source_tokens - 1
             ids = encode_batch(tokenizer, [self.source_text(e) for e in examples])
             self.report(origin, sum(len(i) > limit for i in ids), len(ids), f"inputs truncated to data.max_source_tokens={hp.max_source_tokens} tokens")
-            src_ids = [i[:limit] + [EOS_ID] for i in ids]
-            tgt_ids = None
+            columns: Dict[str, List[Any]] = {"src_ids": [i[:limit] + [EOS_ID] for i in ids], "example": list(range(len(examples)))}
             if with_gold:
                 limit_t = hp.max_target_tokens - 1
                 tgt = encode_batch(tokenizer, [self.target_text(e) for e in examples])
                 self.report(origin, sum(len(i) > limit_t for i in tgt), len(tgt), f"targets truncated to data.max_target_tokens={hp.max_target_tokens} tokens")
-                tgt_ids = [i[:limit_t] for i in tgt]
-            owners = list(range(len(examples)))
-        else:
-            features = self.encode_examples(examples, tokenizer, with_gold, origin)
-            src_ids = [f.pop("src_ids") for f in features]
-            tgt_ids = None
-            owners = [f.pop("example") for f in features]
-            for name in features[0] if features else ():
-                fields[name] = [f[name] for f in features]
+                columns["tgt_ids"] = [i[:limit_t] for i in tgt]
+            return columns
+        features = self.encode_examples(examples, tokenizer, with_gold, origin)
+        names = list(features[0]) if features else ["src_ids", "example"]
+        return {name: [f[name] for f in features] for name in names}
+
+    def assemble(self, examples: List[Any], numbers: List[int], columns: Dict[str, List[Any]], with_gold: bool) -> EncodedSplit:
+        hp = self.hparams
+        columns = dict(columns)
+        src_ids = columns.pop("src_ids")
+        tgt_ids = columns.pop("tgt_ids", None)
+        owners = columns.pop("example")
+        fields: Dict[str, List[Any]] = dict(columns)
         fields["example"] = [examples[o] for o in owners]
         if with_gold:
             golds = [self.gold(e) for e in examples]
             fields["gold"] = [golds[o] for o in owners]
-        result = EncodedSplit(
+        return EncodedSplit(
             src_ids=src_ids,
             tgt_ids=tgt_ids,
             sources=[self.display_source(examples[o]) for o in owners],
@@ -308,5 +231,9 @@ class StructuredDataModule(TextDataModule):
             fields=fields,
             tensor_fields=self.tensor_fields if hp.head == "encoder" else (),
         )
-        self._encoded[split] = result
-        return result
+
+    def cache_settings(self) -> Dict[str, Any]:
+        settings = super().cache_settings()
+        if self.uses_labels:
+            settings["labels"] = self.label_names
+        return settings

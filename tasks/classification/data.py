@@ -5,7 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Dict, Iterable, List, NamedTuple, Tuple, Union
 
-from s2s_tasks.data.structured import RecordError, StructuredDataModule, read_text
+from s2s_tasks.data.records import Records
+from s2s_tasks.data.schema import Field
+from s2s_tasks.data.structured import StructuredDataModule
 from s2s_tasks.data.tokenizer import BOS_ID, EOS_ID, encode_batch
 
 
@@ -25,7 +27,7 @@ class ClassificationExample(NamedTuple):
 
 class ClassificationDataModule(StructuredDataModule):
     """Texts (``data.text_column``) with one label each (``data.label_column``: a string, or an
-    integer that is used as its decimal string). Records with empty text are skipped and counted.
+    integer: its ``datasets`` ``ClassLabel`` name where the column has one, else its decimal string). Records with empty text are skipped and counted.
 
     With ``multi_label: true`` each record has a list of labels (possibly empty; a plain string
     is one label) and the model predicts each label independently.
@@ -50,34 +52,19 @@ class ClassificationDataModule(StructuredDataModule):
     def __init__(self, text_column: str = "text", label_column: str = "label", multi_label: bool = False, **kwargs: Any) -> None:
         super().__init__(**kwargs)  # save_hyperparameters there records the columns too
 
-    def columns(self, split: str, column_names: List[str]) -> Dict[str, str]:
+    def fields(self, split: str, records: Records) -> List[Field]:
         hp = self.hparams
-        if split == "predict":
-            return {"data.text_column": hp.text_column}
-        return {"data.text_column": hp.text_column, "data.label_column": hp.label_column}
+        fields = [Field(hp.text_column, "data.text_column", "text")]
+        if split != "predict":
+            kind = "labels" if hp.multi_label else "label"
+            names = records.class_names(hp.label_column)
+            fields.append(Field(hp.label_column, "data.label_column", kind, "label", names=tuple(names) if names else None))
+        return fields
 
     def read_record(self, record: Dict[str, Any], with_gold: bool) -> ClassificationExample:
         hp = self.hparams
-        text = read_text(record, hp.text_column)
-        label = None
-        if with_gold:
-            value = record[hp.label_column]
-            if hp.multi_label:
-                values = [value] if isinstance(value, (str, int)) and not isinstance(value, bool) else value
-                if not isinstance(values, (list, tuple)):
-                    raise RecordError(hp.label_column, f"expected a list of labels (data.multi_label is true), got {value!r}")
-                label = tuple(sorted({self._label(v, hp.label_column) for v in values}))
-            else:
-                if isinstance(value, (list, tuple)):
-                    raise RecordError(hp.label_column, f"expected one label, got a list {value!r}; set data.multi_label true for several labels per text")
-                label = self._label(value, hp.label_column)
-        return ClassificationExample(text=text, label=label)
-
-    @staticmethod
-    def _label(value: Any, column: str) -> str:
-        if isinstance(value, bool) or not isinstance(value, (str, int)) or (isinstance(value, str) and not value.strip()):
-            raise RecordError(column, f"expected a label (a non-empty string or an integer), got {value!r}")
-        return str(value).strip()
+        label = record[hp.label_column] if with_gold else None
+        return ClassificationExample(text=record[hp.text_column], label=label)
 
     def example_labels(self, example: ClassificationExample) -> Iterable[str]:
         if example.label is None:

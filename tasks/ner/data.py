@@ -7,7 +7,9 @@ import re
 from pathlib import Path
 from typing import Any, Dict, Iterable, List, NamedTuple, Optional, Sequence, Tuple
 
-from s2s_tasks.data.structured import RecordError, SkipRecord, StructuredDataModule, read_text
+from s2s_tasks.data.records import Records
+from s2s_tasks.data.schema import Field, RecordError
+from s2s_tasks.data.structured import StructuredDataModule
 from s2s_tasks.data.tokenizer import BOS_ID, EOS_ID
 
 from .format import render_entities, spans_to_tags, tags_to_spans
@@ -92,33 +94,34 @@ class NERDataModule(StructuredDataModule):
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)  # save_hyperparameters there records the columns too
-        # how the split being read is laid out; set by columns(), which runs before read_record()
+        # how the split being read is laid out; set by fields(), which runs before read_record()
         self._form = "tokens"
-        self._int_tag_names: Optional[List[str]] = None
         self._converted = 0
 
     # ----------------------------------------------------------------------------- reading records
-    def columns(self, split: str, column_names: List[str]) -> Dict[str, str]:
+    def fields(self, split: str, records: Records) -> List[Field]:
         hp = self.hparams
-        self._int_tag_names = None
+        column_names = records.column_names
         if split == "predict" and str(hp.predict_file).lower().endswith(".txt"):
             self._form = "lines"
-            return {"data.predict_file": "text"}
+            return [Field("text", "data.predict_file", "text")]
         if hp.tokens_column in column_names:
             self._form = "tokens"
-            if split == "predict":
-                return {"data.tokens_column": hp.tokens_column}
-            feature = self.raw_split(split).features.get(hp.tags_column)
-            self._int_tag_names = getattr(getattr(feature, "feature", None), "names", None)
-            return {"data.tokens_column": hp.tokens_column, "data.tags_column": hp.tags_column}
+            fields = [Field(hp.tokens_column, "data.tokens_column", "tokens", "tokens",
+                            hint="give pre-split tokens, or raw text in data.text_column with entities in data.entities_column")]
+            if split != "predict":
+                names = records.class_names(hp.tags_column)
+                fields.append(Field(hp.tags_column, "data.tags_column", "tags", "IOB2 tags", names=tuple(names) if names else None))
+            return fields
         if hp.text_column in column_names:
             self._form = "text"
-            if split == "predict":
-                return {"data.text_column": hp.text_column}
-            return {"data.text_column": hp.text_column, "data.entities_column": hp.entities_column}
+            fields = [Field(hp.text_column, "data.text_column", "text")]
+            if split != "predict":
+                fields.append(Field(hp.entities_column, "data.entities_column", "spans", "entities"))
+            return fields
         raise ValueError(
-            f"{self._origin(split)}: found neither column {hp.tokens_column!r} (data.tokens_column) nor "
-            f"{hp.text_column!r} (data.text_column); the file has columns {column_names}. Set data.tokens_column "
+            f"{records.origin}: found neither column {hp.tokens_column!r} (data.tokens_column) nor "
+            f"{hp.text_column!r} (data.text_column); the data has columns {column_names}. Set data.tokens_column "
             "and data.tags_column for pre-split tokens with IOB2 tags, or data.text_column and "
             "data.entities_column for raw text with character-offset entities."
         )
@@ -133,43 +136,25 @@ class NERDataModule(StructuredDataModule):
         return examples, numbers
 
     def read_record(self, record: Dict[str, Any], with_gold: bool) -> NERExample:
+        hp = self.hparams
         if self._form == "tokens":
-            return self._read_tokens(record, with_gold)
-        return self._read_text(record, with_gold)
+            tokens = record[hp.tokens_column]
+            text, offsets = join_tokens(tokens)
+            tags = self._check_tags(record[hp.tags_column], len(tokens)) if with_gold else None
+            return NERExample(words=tokens, tags=tags, offsets=offsets, text=text)
+        text = record["text" if self._form == "lines" else hp.text_column]
+        words, offsets = split_words(text, WHITESPACE_PATTERN if self._form == "lines" else WORD_PATTERN)
+        tags = self._entity_tags(record[hp.entities_column], text, offsets) if with_gold else None
+        return NERExample(words=words, tags=tags, offsets=offsets, text=text)
 
-    def _read_tokens(self, record: Dict[str, Any], with_gold: bool) -> NERExample:
-        column = self.hparams.tokens_column
-        tokens = record[column]
-        if not isinstance(tokens, (list, tuple)):
-            raise RecordError(column, f"expected a list of tokens, got {type(tokens).__name__} ({str(tokens)[:60]!r}). "
-                              "Give pre-split tokens, or raw text in data.text_column with entities in data.entities_column")
-        if not tokens:
-            raise SkipRecord("no tokens")
-        for i, token in enumerate(tokens):
-            if not isinstance(token, str) or not token or token.split() != [token]:
-                raise RecordError(column, f"token {i} is {token!r}: every token must be a non-empty string without "
-                                  "whitespace; split it into several tokens (each with its own tag)")
-        text, offsets = join_tokens(tokens)
-        tags = self._read_tags(record[self.hparams.tags_column], len(tokens)) if with_gold else None
-        return NERExample(words=list(tokens), tags=tags, offsets=offsets, text=text)
-
-    def _read_tags(self, value: Any, count: int) -> List[str]:
+    def _check_tags(self, tags: List[str], count: int) -> List[str]:
+        """IOB2 tags, one per token; IOB1-style ``I-X`` that start an entity become ``B-X`` (counted)."""
         column = self.hparams.tags_column
-        if not isinstance(value, (list, tuple)):
-            raise RecordError(column, f"expected a list of IOB2 tags, one per token, got {type(value).__name__} ({str(value)[:60]!r})")
-        if len(value) != count:
-            raise RecordError(column, f"{len(value)} tags for {count} tokens; give exactly one tag per token")
-        tags = []
-        for i, tag in enumerate(value):
-            if isinstance(tag, int) and not isinstance(tag, bool):
-                names = self._int_tag_names
-                if names is None or not 0 <= tag < len(names):
-                    raise RecordError(column, f"tag {i} is the integer {tag}, and the column has no tag names for it "
-                                      "(a datasets ClassLabel); give tag strings such as 'B-PER'")
-                tag = names[tag]
-            if not isinstance(tag, str) or not TAG_PATTERN.fullmatch(tag):
+        if len(tags) != count:
+            raise RecordError(column, f"{len(tags)} tags for {count} tokens; give exactly one tag per token")
+        for i, tag in enumerate(tags):
+            if not TAG_PATTERN.fullmatch(tag):
                 raise RecordError(column, f"tag {i} is {tag!r}, not an IOB2 tag; {TAG_FIX}")
-            tags.append(tag)
         converted = False
         for i, tag in enumerate(tags):
             if tag.startswith("I-") and (i == 0 or tags[i - 1][2:] != tag[2:]):
@@ -178,35 +163,17 @@ class NERDataModule(StructuredDataModule):
         self._converted += converted
         return tags
 
-    def _read_text(self, record: Dict[str, Any], with_gold: bool) -> NERExample:
-        hp = self.hparams
-        column = "text" if self._form == "lines" else hp.text_column
-        text = read_text(record, column)
-        words, offsets = split_words(text, WHITESPACE_PATTERN if self._form == "lines" else WORD_PATTERN)
-        tags = self._entity_tags(record[hp.entities_column], text, offsets) if with_gold else None
-        return NERExample(words=words, tags=tags, offsets=offsets, text=text)
-
-    def _entity_tags(self, entities: Any, text: str, offsets: List[Tuple[int, int]]) -> List[str]:
-        """Character-offset entities -> IOB2 tags of the words at ``offsets``."""
+    def _entity_tags(self, entities: List[Tuple[int, int, str]], text: str, offsets: List[Tuple[int, int]]) -> List[str]:
+        """Character-offset entities (checked by the schema) -> IOB2 tags of the words at ``offsets``."""
         column = self.hparams.entities_column
-        form = "{'start': int, 'end': int, 'label': str} (character offsets into the text, end exclusive)"
-        if not isinstance(entities, (list, tuple)):
-            raise RecordError(column, f"expected a list of entities {form}, got {type(entities).__name__} "
-                              f"({str(entities)[:60]!r}); give [] for a sentence without entities")
         word_at_start = {start: i for i, (start, _) in enumerate(offsets)}
         word_at_end = {end: i for i, (_, end) in enumerate(offsets)}
         spans = []
-        for k, entity in enumerate(entities):
-            if isinstance(entity, dict):
-                start, end, label = entity.get("start"), entity.get("end"), entity.get("label")
-            elif isinstance(entity, (list, tuple)) and len(entity) == 3:
-                start, end, label = entity
-            else:
-                raise RecordError(column, f"entity {k} is {entity!r}; give {form}")
-            if not all(isinstance(v, int) and not isinstance(v, bool) for v in (start, end)) or not 0 <= start < end <= len(text):
-                raise RecordError(column, f"entity {k} has start={start!r}, end={end!r}; give integer character "
-                                  f"offsets with 0 <= start < end <= {len(text)} (the text's length; end is exclusive)")
-            if not isinstance(label, str) or not TAG_PATTERN.fullmatch(f"B-{label}"):
+        for k, (start, end, label) in enumerate(entities):
+            if end > len(text):
+                raise RecordError(column, f"entity {k} has start={start}, end={end}, outside the text of {len(text)} "
+                                  "characters; give offsets with 0 <= start < end <= the text's length (end is exclusive)")
+            if not TAG_PATTERN.fullmatch(f"B-{label}"):
                 raise RecordError(column, f"entity {k} has label {label!r}; give a type name without spaces or brackets, e.g. 'PER'")
             given = f"entity {k} [{start}, {end}) {label!r} = {text[start:end]!r}"
             while start < end and text[start].isspace():

@@ -18,7 +18,9 @@ from itertools import islice
 from pathlib import Path
 from typing import Any, ClassVar, Dict, Iterator, List, NamedTuple, Optional, Sequence, Tuple
 
-from s2s_tasks.data.structured import RecordError, SkipRecord, StructuredDataModule, read_text
+from s2s_tasks.data.records import Records
+from s2s_tasks.data.schema import Field, RecordError
+from s2s_tasks.data.structured import StructuredDataModule
 from s2s_tasks.data.tokenizer import BOS_ID, EOS_ID, encode_batch
 
 #: the segment marker between question and context (a special token of the tokenizer)
@@ -159,62 +161,35 @@ class QADataModule(StructuredDataModule):
                 )
 
     # ----------------------------------------------------------------------------- records
-    def columns(self, split: str, column_names: List[str]) -> Dict[str, str]:
+    def fields(self, split: str, records: Records) -> List[Field]:
         hp = self.hparams
-        columns = {"data.context_column": hp.context_column, "data.question_column": hp.question_column}
+        fields = [Field(hp.context_column, "data.context_column", "text", "context"),
+                  Field(hp.question_column, "data.question_column", "text", "question")]
         if split != "predict":
-            columns["data.answers_column"] = hp.answers_column
-        if hp.id_column and hp.id_column in column_names:
-            columns["data.id_column"] = hp.id_column
-        return columns
+            fields.append(Field(hp.answers_column, "data.answers_column", "answers", "answers"))
+        if hp.id_column:
+            fields.append(Field(hp.id_column, "data.id_column", "id", "id", optional=True))
+        return fields
 
     def read_record(self, record: Dict[str, Any], with_gold: bool) -> QAExample:
         hp = self.hparams
-        context = read_text(record, hp.context_column, "context")
-        question = read_text(record, hp.question_column, "question")
-        raw_id = record.get(hp.id_column) if hp.id_column else None
-        example_id = None if raw_id is None else str(raw_id)
+        context, question = record[hp.context_column], record[hp.question_column]
+        example_id = record.get(hp.id_column) if hp.id_column else None
         if not with_gold:
             return QAExample(example_id, question, context, (), ())
-        texts, starts = self._answers(record[hp.answers_column], context)
-        return QAExample(example_id, question, context, texts, starts)
-
-    def _answers(self, value: Any, context: str) -> Tuple[Tuple[str, ...], Tuple[int, ...]]:
-        """Validated ``(texts, starts)`` of one record's answers."""
-        column = self.hparams.answers_column
-        expected = 'SQuAD answers: {"text": [...], "answer_start": [...]} or a list of {"text", "answer_start"} objects'
-        if isinstance(value, dict) and {"text", "answer_start"} <= set(value):
-            texts, starts = value["text"], value["answer_start"]
-            if isinstance(texts, str) and isinstance(starts, int):
-                texts, starts = [texts], [starts]
-            if not isinstance(texts, (list, tuple)) or not isinstance(starts, (list, tuple)):
-                raise RecordError(column, f"expected {expected}; 'text' and 'answer_start' must be lists, got {value!r}"[:300])
-            if len(texts) != len(starts):
-                raise RecordError(
-                    column, f"'text' has {len(texts)} answers but 'answer_start' has {len(starts)}; give one offset per answer"
-                )
-        elif isinstance(value, (list, tuple)) and all(isinstance(a, dict) and {"text", "answer_start"} <= set(a) for a in value):
-            texts, starts = [a["text"] for a in value], [a["answer_start"] for a in value]
-        else:
-            raise RecordError(column, f"expected {expected}, got {str(value)[:120]!r}")
-        if not texts:
-            raise SkipRecord("no answer (SQuAD 2.0-style unanswerable questions are not part of SQuAD v1.1 extractive QA)")
+        texts, starts = record[hp.answers_column]
         for k, (text, start) in enumerate(zip(texts, starts)):
-            if not isinstance(text, str) or not text.strip():
-                raise RecordError(column, f"answer {k}: expected a non-empty answer text, got {text!r}")
-            if isinstance(start, bool) or not isinstance(start, int) or start < 0:
-                raise RecordError(column, f"answer {k} ({text!r}): answer_start must be a character offset (an integer >= 0), got {start!r}")
             found = context[start : start + len(text)]
             if found != text:
                 where = list(islice(_occurrences(context, text), 5))
                 hint = f"; the text occurs at offset(s) {where}" if where else "; the text does not occur in the context"
                 raise RecordError(
-                    column,
+                    hp.answers_column,
                     f"answer {k}: the context has {found!r} at answer_start={start}, expected the answer text {text!r}{hint}. "
                     "answer_start must be the 0-based character offset of the answer in the context "
-                    f"({self.hparams.context_column!r}); fix the offset or the answer text",
+                    f"({hp.context_column!r}); fix the offset or the answer text",
                 )
-        return tuple(texts), tuple(starts)
+        return QAExample(example_id, question, context, texts, starts)
 
     # ----------------------------------------------------------------------------- text views
     def source_text(self, example: QAExample) -> str:

@@ -6,7 +6,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, ClassVar, Dict, Iterable, List, NamedTuple, Optional, Sequence, Tuple
 
-from s2s_tasks.data.structured import RecordError, StructuredDataModule, read_text
+from s2s_tasks.data.records import Records
+from s2s_tasks.data.schema import Field, RecordError
+from s2s_tasks.data.structured import StructuredDataModule
 from s2s_tasks.data.tokenizer import BOS_ID, EOS_ID, encode_batch
 
 #: entity markers around the head (``<e1>`` ... ``</e1>``) and the tail (``<e2>`` ... ``</e2>``): the
@@ -177,25 +179,21 @@ class RelationExtractionDataModule(StructuredDataModule):
             )
 
     # ----------------------------------------------------------------------------- records
-    def columns(self, split: str, column_names: List[str]) -> Dict[str, str]:
+    def fields(self, split: str, records: Records) -> List[Field]:
         hp = self.hparams
-        columns = {"data.text_column": hp.text_column, "data.head_column": hp.head_column, "data.tail_column": hp.tail_column}
+        fields = [Field(hp.text_column, "data.text_column", "text"),
+                  Field(hp.head_column, "data.head_column", "span", "head entity"),
+                  Field(hp.tail_column, "data.tail_column", "span", "tail entity")]
         if split != "predict":
-            columns["data.relation_column"] = hp.relation_column
-        return columns
+            names = records.class_names(hp.relation_column)
+            fields.append(Field(hp.relation_column, "data.relation_column", "label", "relation",
+                                names=tuple(names) if names else None,
+                                hint=f"use {hp.no_relation_label!r} (data.no_relation_label) for pairs without a relation"))
+        return fields
 
-    def _span(self, value: Any, column: str, text: str) -> Tuple[int, int]:
-        fix = 'Give it as {"start": int, "end": int} (character offsets into the text, end exclusive), or [start, end]'
-        if isinstance(value, dict):
-            if "start" not in value or "end" not in value:
-                raise RecordError(column, f"expected an entity with 'start' and 'end', got keys {sorted(value)}. {fix}.")
-            start, end, mention = value["start"], value["end"], value.get("text")
-        elif isinstance(value, (list, tuple)) and len(value) == 2:
-            (start, end), mention = value, None
-        else:
-            raise RecordError(column, f"expected an entity span, got {type(value).__name__} ({str(value)[:60]!r}). {fix}.")
-        if any(isinstance(v, bool) or not isinstance(v, int) for v in (start, end)):
-            raise RecordError(column, f"start and end must be integers, got start={start!r}, end={end!r}. {fix}.")
+    @staticmethod
+    def _span(value: Tuple[int, int, Optional[str]], column: str, text: str) -> Tuple[int, int]:
+        start, end, mention = value
         if not 0 <= start < end <= len(text):
             raise RecordError(
                 column, f"span [{start}, {end}) is not a non-empty span inside the text of {len(text)} characters. "
@@ -212,7 +210,7 @@ class RelationExtractionDataModule(StructuredDataModule):
 
     def read_record(self, record: Dict[str, Any], with_gold: bool) -> RelationExample:
         hp = self.hparams
-        text = read_text(record, hp.text_column)
+        text = record[hp.text_column]
         head = self._span(record[hp.head_column], hp.head_column, text)
         tail = self._span(record[hp.tail_column], hp.tail_column, text)
         if head[0] < tail[1] and tail[0] < head[1]:
@@ -221,15 +219,7 @@ class RelationExtractionDataModule(StructuredDataModule):
                 f"({text[tail[0]:tail[1]]!r} / {text[head[0]:head[1]]!r}); nested or overlapping entities "
                 "are not supported. Fix the spans or drop the record."
             )
-        relation = None
-        if with_gold:
-            relation = record[hp.relation_column]
-            if not isinstance(relation, str) or not relation.strip():
-                raise RecordError(
-                    hp.relation_column, f"expected a relation label (a non-empty string), got {relation!r}; "
-                    f"use {hp.no_relation_label!r} (data.no_relation_label) for pairs without a relation"
-                )
-            relation = relation.strip()
+        relation = record[hp.relation_column] if with_gold else None
         return RelationExample(text, head[0], head[1], tail[0], tail[1], relation)
 
     def example_labels(self, example: RelationExample) -> Iterable[str]:
