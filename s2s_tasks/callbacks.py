@@ -9,8 +9,11 @@ import os
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
+import random
+import numpy as np
 import pytorch_lightning as pl
-from pytorch_lightning.callbacks import BasePredictionWriter
+import torch
+from pytorch_lightning.callbacks import BasePredictionWriter, Callback
 
 log = logging.getLogger(__name__)
 
@@ -103,3 +106,153 @@ class PredictionWriter(BasePredictionWriter):
             self._handle.close()
             self._handle = None
             self._part(trainer, trainer.global_rank).unlink(missing_ok=True)
+
+
+# ------------------------------------------------------------------------------------- exact resume
+#: checkpoint key of :class:`ResumeState`'s state
+RESUME_KEY = "s2s_tasks_resume"
+
+
+def collect_rng_states() -> Dict[str, Any]:
+    """The global random states of torch (CPU and every CUDA device), Python and NumPy, as tensors
+    and plain data only (checkpoints are read with ``torch.load(weights_only=True)``)."""
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    version, python_state, python_gauss = random.getstate()
+    return {
+        "torch": torch.get_rng_state(),
+        "torch.cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "python": [version, list(python_state), python_gauss],
+        "numpy": {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+                  "has_gauss": int(has_gauss), "gauss": float(gauss)},
+    }
+
+
+def set_rng_states(states: Dict[str, Any]) -> None:
+    """Restore what :func:`collect_rng_states` returned (CUDA states only where the devices match)."""
+    torch.set_rng_state(states["torch"])
+    cuda = states.get("torch.cuda") or []
+    if cuda and torch.cuda.is_available() and len(cuda) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(cuda)
+    elif cuda:
+        log.warning("the checkpoint holds the random states of %d CUDA devices and this run has %d: they are not "
+                    "restored", len(cuda), torch.cuda.device_count() if torch.cuda.is_available() else 0)
+    version, python_state, python_gauss = states["python"]
+    random.setstate((version, tuple(python_state), python_gauss))
+    numpy_state = states["numpy"]
+    np.random.set_state((numpy_state["kind"], numpy_state["keys"].numpy().astype(np.uint32), numpy_state["pos"],
+                         numpy_state["has_gauss"], numpy_state["gauss"]))
+
+
+class ResumeState(Callback):
+    """Makes ``fit --ckpt_path`` continue exactly where the checkpoint was written.
+
+    Lightning restores the weights, optimizer, LR scheduler, loop counters and callback states
+    (e.g. ModelCheckpoint's best score), but it restarts an interrupted epoch's data from the
+    beginning unless the dataloader itself is stateful, and it does not restore random states.
+    This callback stores, under the checkpoint key ``"s2s_tasks_resume"``:
+
+    - the epoch and the number of its batches already trained on; on resume the train
+      :class:`~s2s_tasks.data.sampler.TokenBudgetBatchSampler` continues that epoch after them
+      (the same batches in the same order: the order depends only on ``data.seed + epoch``);
+    - the random states of torch (CPU and CUDA), Python and NumPy at the moment of saving; they are
+      restored just before the first batch after a mid-epoch resume (dropout masks continue as
+      if there had been no interruption), or, after an end-of-epoch checkpoint, before the next
+      epoch's data iterator draws its seed.
+
+    With it, ``fit`` for N steps and ``fit`` for N/2 steps resumed for the rest give the same weights
+    (``tests/test_resume.py``). Under data parallelism rank 0's random states are stored and
+    restored on every rank (every rank starts from the same ``seed_everything`` seed).
+    """
+
+    def __init__(self) -> None:
+        self._pending: Optional[Dict[str, Any]] = None
+        self._rng_at_first_batch: Optional[Dict[str, Any]] = None
+
+    def on_save_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: Dict[str, Any]) -> None:
+        checkpoint[RESUME_KEY] = {
+            "epoch": trainer.current_epoch,
+            "batches_done": trainer.fit_loop.epoch_loop.batch_progress.current.processed,
+            "rng": collect_rng_states(),
+        }
+
+    def on_load_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: Dict[str, Any]) -> None:
+        state = checkpoint.get(RESUME_KEY)
+        self._pending = state if isinstance(state, dict) else None
+
+    @staticmethod
+    def _renew_train_iterator(trainer: pl.Trainer) -> None:
+        """Lightning made the resumed epoch's iterator when it set up the data, before the sampler's
+        epoch and position were restored: make it anew (as Lightning does at every other epoch start)."""
+        fetcher = getattr(trainer.fit_loop, "_data_fetcher", None)
+        if fetcher is not None:
+            iter(fetcher)
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        state, self._pending = self._pending, None
+        if state is None:
+            return
+        rng = state.get("rng")
+        epoch, done = int(state["epoch"]), int(state["batches_done"])
+        sampler = getattr(trainer.train_dataloader, "batch_sampler", None)
+        if not callable(getattr(sampler, "load_state_dict", None)):
+            log.warning("resume: the train batch sampler (%s) cannot continue an epoch where it stopped, so the "
+                        "batches are not those of an uninterrupted run", type(sampler).__name__)
+            self._rng_at_first_batch = rng
+            return
+        if epoch == trainer.current_epoch and 0 < done < trainer.num_training_batches:
+            lightning_done = trainer.fit_loop.epoch_loop.batch_progress.current.ready
+            if lightning_done != done:
+                log.warning("resume: the checkpoint says %d batches of epoch %d were trained and Lightning's loop says "
+                            "%d; continuing after %d", done, epoch, lightning_done, lightning_done)
+                done = lightning_done
+            sampler.load_state_dict({"epoch": epoch, "batches_done": done})
+            self._renew_train_iterator(trainer)
+            log.info("resume: epoch %d continues after its first %d batches", epoch, done)
+            self._rng_at_first_batch = rng  # the random states right after the last trained batch
+        else:
+            # an end-of-epoch checkpoint: the next epoch starts at its beginning, and its iterator
+            # draws its seed from the random states as they were when the first run made it
+            if rng is not None:
+                set_rng_states(rng)
+            sampler.load_state_dict({"epoch": trainer.current_epoch, "batches_done": 0})
+            self._renew_train_iterator(trainer)
+
+    def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int) -> None:
+        rng, self._rng_at_first_batch = self._rng_at_first_batch, None
+        if rng is not None:
+            set_rng_states(rng)
+
+
+# ------------------------------------------------------------------------------------- non-finite loss
+class NonFiniteLossError(ValueError):
+    """The training loss became NaN or infinite (a ValueError: the console prints it as one paragraph)."""
+
+
+class NonFiniteLossCheck(Callback):
+    """Stop training with a clear error as soon as the training loss is NaN or infinite.
+
+    The check runs before the backward pass, so the weights and the last checkpoint are never
+    overwritten with NaNs. It costs one device-to-host sync of the loss per batch (Lightning's
+    ``detect_anomaly`` would check every operation and is far slower).
+    """
+
+    def on_before_backward(self, trainer: pl.Trainer, pl_module: pl.LightningModule, loss: torch.Tensor) -> None:
+        if bool(torch.isfinite(loss.detach()).all()):
+            return
+        value = "nan" if bool(torch.isnan(loss.detach()).any()) else "infinite"
+        precision = str(trainer.precision)
+        if "16" in precision and "bf16" not in precision:
+            hint = (f"and train in bfloat16 (--trainer.precision bf16-mixed) or 32-bit instead of {precision}, whose "
+                    "float16 range overflows easily")
+        else:
+            hint = "and prefer --trainer.precision bf16-mixed to 16-mixed (float16 overflows easily)"
+        epoch_loop = trainer.fit_loop.epoch_loop
+        raise NonFiniteLossError(
+            f"training stopped: the training loss is {value} at step {trainer.global_step} (after "
+            f"{trainer.global_step} optimizer steps; epoch {trainer.current_epoch}, batch {epoch_loop.batch_idx} of "
+            f"the epoch), so the weights would become NaN. Try a lower learning rate (--model.learning_rate, now "
+            f"{pl_module.hparams.get('learning_rate', '?')}) or a longer warmup (--model.warmup_steps), gradient "
+            f"clipping (--trainer.gradient_clip_val 1.0, now {trainer.gradient_clip_val}), and {hint}; look for "
+            f"broken or extreme examples in the training data. Checkpoints written before this step are not affected "
+            f"(--ckpt_path last resumes from the latest)."
+        )

@@ -209,10 +209,23 @@ def _resolve_last_checkpoint(config, subcommand: str, task: str) -> Optional[str
     found = [Path(p) for d in dirs for p in glob.glob(str(d / "last*.ckpt"))]
     found = sorted((p for p in found if p.is_file()), key=lambda p: p.stat().st_mtime)
     where = ", ".join(str(d) for d in dirs) or "the log directory"
+    from s2s_tasks.checkpoint import _not_readable
+
+    for path in reversed(found):
+        problem = _not_readable(str(path), path)
+        if problem:
+            # e.g. a run killed while writing it: the previous checkpoint is the one to continue from
+            log.warning("--ckpt_path last: skipping %s and taking the checkpoint before it: %s", path,
+                        problem.split(" Pass ")[0].split("; pass ")[0])
+            continue
+        log.info("--ckpt_path last: %s", path)
+        config.ckpt_path = str(path)
+        return str(path)
     if found:
-        log.info("--ckpt_path last: %s", found[-1])
-        config.ckpt_path = str(found[-1])
-        return str(found[-1])
+        raise ValueError(
+            f"--ckpt_path last: every last*.ckpt under {where} is unreadable (truncated or damaged; see the warnings "
+            "above); pass a checkpoint file with --ckpt_path PATH.ckpt"
+        )
     if subcommand == "fit":
         log.warning("--ckpt_path last: no last*.ckpt under %s, so training starts from scratch", where)
         config.ckpt_path = None

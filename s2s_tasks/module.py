@@ -48,6 +48,13 @@ class BaseModule(pl.LightningModule):
         lr_multiplier(lr_schedule, warmup_steps, warmup_steps + 1, min_lr_ratio)  # validates early
         self.tokenizer = None
 
+    def configure_callbacks(self) -> List[pl.Callback]:
+        """Callbacks every run needs whatever ``trainer.callbacks`` lists: exact resume (data
+        position and random states in the checkpoint) and the stop on a NaN/inf training loss."""
+        from s2s_tasks.callbacks import NonFiniteLossCheck, ResumeState
+
+        return [ResumeState(), NonFiniteLossCheck()]
+
     # ----------------------------------------------------------------------------- optimisation
     def configure_optimizers(self) -> Dict[str, Any]:
         hp = self.hparams

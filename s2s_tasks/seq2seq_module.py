@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
+import math
+import warnings
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
@@ -16,6 +18,10 @@ from s2s_tasks.module import BaseModule
 from s2s_tasks.nn.copy import coverage_loss
 from s2s_tasks.nn.seq2seq import build_seq2seq
 from s2s_tasks.nn.types import EncoderOutput
+
+# evaluation metrics are computed from all ranks' rows gathered on every rank (_finish_eval), so
+# they are logged with sync_dist=False: Lightning's advice to sync them does not apply
+warnings.filterwarnings("ignore", message=r"It is recommended to use `self.log\('(val|test)/", category=UserWarning)
 
 
 def _as_generation_config(value: Union[GenerationConfig, Dict[str, Any], None], default: GenerationConfig) -> GenerationConfig:
@@ -111,7 +117,9 @@ class Seq2SeqModule(BaseModule):
         # the network arguments are the ones build_seq2seq takes, all hyperparameters of this module
         self.build_network({name: self.hparams[name] for name in inspect.signature(build_seq2seq).parameters})
         self._eval_outputs: Dict[str, List[Tuple[int, str, List[str]]]] = {}
-        self._eval_nll: Dict[str, List[float]] = {}
+        #: per evaluated batch: (batch key, summed token loss, token count); keyed so that the
+        #: batches DDP repeats to even out the ranks are counted once (see :meth:`_finish_eval`)
+        self._eval_nll: Dict[str, List[Tuple[Any, float, float]]] = {}
         self._reported_signatures: Dict[str, str] = {}
 
     def build_network(self, network_args: Dict[str, Any]) -> None:
@@ -197,15 +205,27 @@ class Seq2SeqModule(BaseModule):
         # one encoder pass serves the loss and every decoding of the batch
         enc_out = self.model.encode(batch["src_ids"], batch["src_mask"])
         _, nll_sum, tokens = self._losses_from_logits(self.model.decoder(batch["tgt_in"], enc_out), batch, 0.0)
-        self._eval_nll.setdefault(stage, []).extend([float(nll_sum), float(tokens)])
+        self._eval_nll.setdefault(stage, []).append((self.batch_key(batch), float(nll_sum), float(tokens)))
         config = self.val_generation if stage == "val" else self.generation
         texts, _ = self.decode(batch, config, enc_out)
         self._eval_outputs.setdefault(stage, []).extend(self.eval_rows(batch, texts))
         if stage == "val" and self._beam_validation_due():
             seen = len(self._eval_outputs.get("val_beam", []))
-            if seen < self.hparams.beam_validation_examples:
+            # each rank decodes its share, so that all ranks together decode about as many as one process
+            share = -(-self.hparams.beam_validation_examples // max(self.trainer.world_size, 1))
+            if seen < share:
                 beam_texts, _ = self.decode(batch, self.generation, enc_out)
                 self._eval_outputs.setdefault("val_beam", []).extend(self.eval_rows(batch, beam_texts))
+
+    def row_keys(self, batch: Dict[str, Any]) -> List[Any]:
+        """Keys that identify batch rows across ranks: the record number."""
+        return batch["index"].tolist()
+
+    def batch_key(self, batch: Dict[str, Any]) -> Tuple[Any, ...]:
+        """What identifies an evaluation batch across ranks: its rows' keys. DDP pads the ranks'
+        batch lists by repeating whole batches (:class:`~s2s_tasks.data.sampler.TokenBudgetBatchSampler`),
+        so a repeated batch has the same key as the original and is counted once."""
+        return tuple(self.row_keys(batch))
 
     def eval_rows(self, batch: Dict[str, Any], texts: List[List[str]]) -> List[Tuple[Any, Any, Any]]:
         """``(key, prediction, reference)`` per example of a decoded batch; the key (the record
@@ -235,11 +255,12 @@ class Seq2SeqModule(BaseModule):
         self._eval_step(batch, "test")
 
     def _finish_eval(self, stage: str) -> None:
-        nll = torch.tensor(self._eval_nll.pop(stage, [0.0, 0.0]), dtype=torch.float64).view(-1, 2).sum(0)
-        if torch.distributed.is_available() and torch.distributed.is_initialized():
-            nll = nll.to(self.device)
-            torch.distributed.all_reduce(nll)
-        loss = float(nll[0] / max(float(nll[1]), 1.0))
+        # all ranks' batches, each counted once (DDP's padding repeats whole batches), summed in
+        # key order: the same number whatever the world size
+        batches = {key: (loss_sum, count) for key, loss_sum, count in self.gather_objects(self._eval_nll.pop(stage, []))}
+        totals = [batches[key] for key in sorted(batches)]
+        loss_sum, count = math.fsum(t[0] for t in totals), math.fsum(t[1] for t in totals)
+        loss = loss_sum / max(count, 1.0)
         metrics: Dict[str, float] = {f"{stage}/loss": loss}
         if self.reports_perplexity:
             metrics[f"{stage}/ppl"] = float(torch.tensor(loss).exp())

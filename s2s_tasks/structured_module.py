@@ -99,10 +99,6 @@ class StructuredModule(Seq2SeqModule):
         ``outputs`` are the head's outputs for the batch (``None`` in generate mode)."""
         return {"prediction": prediction}
 
-    def row_keys(self, batch: Dict[str, Any]) -> List[Any]:
-        """Keys that identify batch rows across ranks (the record number; QA adds the window)."""
-        return batch["index"].tolist()
-
     # ----------------------------------------------------------------------------- training and evaluation
     def encode(self, batch: Dict[str, Any]) -> EncoderOutput:
         return self.encoder(batch["src_ids"], batch["src_mask"])
@@ -121,7 +117,7 @@ class StructuredModule(Seq2SeqModule):
             return
         outputs = self.head_forward(batch, self.encode(batch))
         loss_sum, count = self.head_loss(outputs, batch)
-        self._eval_nll.setdefault(stage, []).extend([float(loss_sum), float(count)])
+        self._eval_nll.setdefault(stage, []).append((self.batch_key(batch), float(loss_sum), float(count)))
         rows = zip(self.row_keys(batch), self.head_predict(outputs, batch), batch["gold"])
         self._eval_outputs.setdefault(stage, []).extend(rows)
 

@@ -9,10 +9,23 @@ batches is shuffled.
 from __future__ import annotations
 
 import math
-from typing import Iterator, List, Optional, Sequence
+from typing import Dict, Iterator, List, Optional, Sequence
 
 import torch
 from torch.utils.data import Sampler
+
+
+class _EpochForwarder:
+    """What Lightning calls ``set_epoch`` on: it looks for ``dataloader.sampler`` and
+    ``dataloader.batch_sampler.sampler``, never at a batch sampler itself
+    (``lightning_fabric.utilities.data._set_sampler_epoch``), so without this every epoch would
+    repeat epoch 0's batch order."""
+
+    def __init__(self, batch_sampler: "TokenBudgetBatchSampler") -> None:
+        self._batch_sampler = batch_sampler
+
+    def set_epoch(self, epoch: int) -> None:
+        self._batch_sampler.set_epoch(epoch)
 
 
 class TokenBudgetBatchSampler(Sampler[List[int]]):
@@ -34,6 +47,13 @@ class TokenBudgetBatchSampler(Sampler[List[int]]):
         shuffle: shuffle within length buckets and the batch order, anew each epoch.
         seed: base seed; epoch ``e`` uses ``seed + e``.
         num_replicas, rank: data-parallel world size and this process' rank.
+
+    Resuming inside an epoch: :meth:`load_state_dict` (``{"epoch": e, "batches_done": k}``) makes
+    the next iteration of epoch ``e`` yield only its batches from the ``k``-th on (this rank's
+    ``k``-th), the same batches in the same order as the interrupted run would have (the order
+    depends only on ``seed + epoch``); ``len()`` stays the full epoch's count, as Lightning
+    expects, and every later epoch is complete again. :class:`s2s_tasks.callbacks.ResumeState`
+    stores and restores this state through checkpoints.
     """
 
     def __init__(
@@ -60,11 +80,28 @@ class TokenBudgetBatchSampler(Sampler[List[int]]):
         self.num_replicas = num_replicas
         self.rank = rank
         self.epoch = 0
+        #: batches of epoch ``_skip_epoch`` that the next iteration leaves out (already trained on)
+        self._skip = 0
+        self._skip_epoch = 0
         self._cached: Optional[tuple] = None
+        #: Lightning reaches :meth:`set_epoch` through this attribute (see :class:`_EpochForwarder`)
+        self.sampler = _EpochForwarder(self)
 
     def set_epoch(self, epoch: int) -> None:
         """Called by Lightning at the start of every epoch so each epoch reshuffles."""
         self.epoch = epoch
+
+    def state_dict(self) -> Dict[str, int]:
+        """The epoch and how many of its batches the next iteration leaves out."""
+        return {"epoch": self.epoch, "batches_done": self._skip if self._skip_epoch == self.epoch else 0}
+
+    def load_state_dict(self, state: Dict[str, int]) -> None:
+        """Continue epoch ``state["epoch"]`` after its first ``state["batches_done"]`` batches."""
+        done = int(state.get("batches_done", 0))
+        if done < 0:
+            raise ValueError(f"batches_done must be >= 0, got {done}")
+        self.epoch = self._skip_epoch = int(state["epoch"])
+        self._skip = done
 
     def _all_batches(self) -> List[List[int]]:
         if self._cached is None or self._cached[0] != self.epoch:
@@ -106,6 +143,9 @@ class TokenBudgetBatchSampler(Sampler[List[int]]):
             total = math.ceil(len(batches) / self.num_replicas) * self.num_replicas
             batches = [batches[i % len(batches)] for i in range(total)]
             batches = batches[self.rank :: self.num_replicas]
+        if self._skip and self._skip_epoch == self.epoch:
+            # a resumed epoch: once only, the next iteration of this epoch is complete again
+            batches, self._skip = batches[self._skip :], 0
         return iter(batches)
 
     def __len__(self) -> int:
