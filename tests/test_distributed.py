@@ -20,15 +20,11 @@ import pytest
 from s2s_tasks.cli import main
 from s2s_tasks.data.sampler import TokenBudgetBatchSampler
 from s2s_tasks.registry import config_dir
+from test_structured_cli import TINY as STRUCTURED_TINY
 
 TASK_DIR = Path(__file__).resolve().parent.parent / "tasks"
-TINY = [
-    "--model.d_model", "32", "--model.ffn_dim", "64", "--model.num_heads", "2",
-    "--model.num_encoder_layers", "1", "--model.num_decoder_layers", "1",
-    "--model.generation.max_length", "12", "--model.val_generation.max_length", "12",
-    "--model.warmup_steps", "2", "--model.log_examples", "0",
-    "--data.tokenizer_vocab_size", "300", "--data.max_tokens", "1024",
-]
+#: the structured tests' tiny model, quieter and with smaller batches (a later flag wins)
+TINY = [*STRUCTURED_TINY, "--model.log_examples", "0", "--data.max_tokens", "1024"]
 #: 45 evaluation records in batches of at most 7: 7 batches, so with 2 ranks the sampler repeats
 #: one batch to even out the ranks (its rows must be counted once)
 EVAL_RECORDS, EVAL_BATCH = 45, 7

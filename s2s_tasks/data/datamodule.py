@@ -157,6 +157,8 @@ class TextDataModule(pl.LightningDataModule):
         self.notes: List[str] = []
         self._tally: Optional[Dict[Tuple[str, str], List[int]]] = None
         self._captures: List[List[str]] = []
+        #: SHA-256 digests for cache keys: of each data file (by path) and of the encoding code
+        self._digests: Dict[str, str] = {}
         self._examples: Dict[str, Tuple[List[Any], List[int]]] = {}
         self._encoded: Dict[str, EncodedSplit] = {}
         self._tokenizer = None
@@ -400,9 +402,14 @@ class TextDataModule(pl.LightningDataModule):
         source = self._split_source(split)
         if source is None or source[0] != "file":
             return None
-        code = cache.code_digest([type(self)], ["s2s_tasks.data.tokenizer", "s2s_tasks.data.records", "s2s_tasks.data.schema"])
+        # the tokenizer's and the split's keys need the same digests: compute each once
+        if "code" not in self._digests:
+            self._digests["code"] = cache.code_digest(
+                [type(self)], ["s2s_tasks.data.tokenizer", "s2s_tasks.data.records", "s2s_tasks.data.schema"])
+        if source[1] not in self._digests:
+            self._digests[source[1]] = cache.file_digest(source[1])
         tokenizer = self.tokenizer.to_str() if with_tokenizer else None
-        return cache.make_key(what, split, cache.file_digest(source[1]), tokenizer, self.cache_settings(), code)
+        return cache.make_key(what, split, self._digests[source[1]], tokenizer, self.cache_settings(), self._digests["code"])
 
     @contextmanager
     def _capture_notes(self) -> Iterator[List[str]]:
@@ -421,10 +428,8 @@ class TextDataModule(pl.LightningDataModule):
             if split == "validation" and stage == "fit" and self._split_source("validation") is None:
                 log.warning("No validation data (data.validation_file): training without validation")
                 continue
-            if split == "predict":  # streamed by predict_dataloader
-                if self.hparams.predict_file is None:
-                    raise ValueError("no predict data: set data.predict_file")
-                check_file(str(self.hparams.predict_file), "data.predict_file")  # fail before the model runs
+            if split == "predict":  # streamed by predict_dataloader; fail here, before the model runs
+                self._predict_path()
                 self.tokenizer  # noqa: B018 -- likewise
                 continue
             self.encode_split(split)
@@ -460,14 +465,19 @@ class TextDataModule(pl.LightningDataModule):
     def test_dataloader(self) -> DataLoader:
         return self._loader("test", shuffle=False)
 
-    def predict_dataloader(self) -> DataLoader:
-        """The predict file, read in chunks (:mod:`~s2s_tasks.data.streaming`): flat memory."""
+    def _predict_path(self) -> str:
+        """``data.predict_file``, checked to be a readable data file."""
         if self.hparams.predict_file is None:
             raise ValueError("no predict data: set data.predict_file")
+        return str(check_file(str(self.hparams.predict_file), "data.predict_file"))
+
+    def predict_dataloader(self) -> DataLoader:
+        """The predict file, read in chunks (:mod:`~s2s_tasks.data.streaming`): flat memory."""
+        path = self._predict_path()
         trainer = self.trainer
         hp = self.hparams
         stream = PredictStream(
-            self, str(hp.predict_file), "data.predict_file", max_tokens=hp.eval_max_tokens or hp.max_tokens,
+            self, path, "data.predict_file", max_tokens=hp.eval_max_tokens or hp.max_tokens,
             max_batch_size=hp.max_batch_size, world_size=trainer.world_size if trainer is not None else 1,
             rank=trainer.global_rank if trainer is not None else 0,
         )
