@@ -147,75 +147,82 @@ class ResumeState(Callback):
     """Makes ``fit --ckpt_path`` continue exactly where the checkpoint was written.
 
     Lightning restores the weights, optimizer, LR scheduler, loop counters and callback states
-    (e.g. ModelCheckpoint's best score), but it restarts an interrupted epoch's data from the
-    beginning unless the dataloader itself is stateful, and it does not restore random states.
-    This callback stores, under the checkpoint key ``"s2s_tasks_resume"``:
+    (e.g. ModelCheckpoint's best score), and saves the train loader's position in the epoch
+    (:class:`~s2s_tasks.data.datamodule.ResumableDataLoader`), but it does not restore random
+    states, and it does not restore that position either when the train data was set up before
+    the checkpoint was loaded, as ``configure_optimizers`` does here by reading
+    ``trainer.estimated_stepping_batches`` for the LR schedule (Lightning issue #20550). This callback:
 
-    - the epoch and the number of its batches already trained on; on resume the train
-      :class:`~s2s_tasks.data.sampler.TokenBudgetBatchSampler` continues that epoch after them
-      (the same batches in the same order: the order depends only on ``data.seed + epoch``);
-    - the random states of torch (CPU and CUDA), Python and NumPy at the moment of saving; they are
-      restored just before the first batch after a mid-epoch resume (dropout masks continue as
-      if there had been no interruption), or, after an end-of-epoch checkpoint, before the next
-      epoch's data iterator draws its seed.
+    - after a mid-epoch checkpoint, puts the train loader after the batches of the epoch already
+      trained on, as Lightning's loop counters say (the same batches in the same order: the order
+      depends only on ``data.seed + epoch``), unless Lightning has already done so; and it
+      restores the random states just before the first batch (dropout masks continue as if there
+      had been no interruption);
+    - after an end-of-epoch checkpoint, restores the random states before the next epoch's data
+      iterator is made (making one draws a seed from the torch random state). Lightning makes the
+      resumed run's first iterator before any callback runs and before it sets the sampler's
+      epoch, so it is made anew here for that epoch, as Lightning does at every other epoch start.
 
-    With it, ``fit`` for N steps and ``fit`` for N/2 steps resumed for the rest give the same weights
-    (``tests/test_resume.py``). Under data parallelism rank 0's random states are stored and
-    restored on every rank (every rank starts from the same ``seed_everything`` seed).
+    The random states of torch (CPU and CUDA), Python and NumPy are stored at the moment of saving
+    under the checkpoint key ``"s2s_tasks_resume"``. With this callback, ``fit`` for N steps and
+    ``fit`` for N/2 steps resumed for the rest give the same weights (``tests/test_resume.py``).
+    Under data parallelism rank 0's random states are stored and restored on every rank (every
+    rank starts from the same ``seed_everything`` seed).
     """
 
     def __init__(self) -> None:
-        self._pending: Optional[Dict[str, Any]] = None
+        #: what the checkpoint being resumed from holds: random states and the train loader's position
+        self._resumed: Optional[Dict[str, Any]] = None
         self._rng_at_first_batch: Optional[Dict[str, Any]] = None
 
     def on_save_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: Dict[str, Any]) -> None:
-        checkpoint[RESUME_KEY] = {
-            "epoch": trainer.current_epoch,
-            "batches_done": trainer.fit_loop.epoch_loop.batch_progress.current.processed,
-            "rng": collect_rng_states(),
-        }
+        checkpoint[RESUME_KEY] = {"rng": collect_rng_states()}
 
     def on_load_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: Dict[str, Any]) -> None:
         state = checkpoint.get(RESUME_KEY)
-        self._pending = state if isinstance(state, dict) else None
+        loaders = checkpoint.get("loops", {}).get("fit_loop", {}).get("state_dict", {}).get("combined_loader") or []
+        self._resumed = {"rng": state.get("rng") if isinstance(state, dict) else None,
+                         "loader": loaders[0] if len(loaders) == 1 else None}
 
     @staticmethod
     def _renew_train_iterator(trainer: pl.Trainer) -> None:
-        """Lightning made the resumed epoch's iterator when it set up the data, before the sampler's
-        epoch and position were restored: make it anew (as Lightning does at every other epoch start)."""
         fetcher = getattr(trainer.fit_loop, "_data_fetcher", None)
         if fetcher is not None:
             iter(fetcher)
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        state, self._pending = self._pending, None
-        if state is None:
+        resumed, self._resumed = self._resumed, None
+        if resumed is None:
             return
-        rng = state.get("rng")
-        epoch, done = int(state["epoch"]), int(state["batches_done"])
-        sampler = getattr(trainer.train_dataloader, "batch_sampler", None)
-        if not callable(getattr(sampler, "load_state_dict", None)):
-            log.warning("resume: the train batch sampler (%s) cannot continue an epoch where it stopped, so the "
-                        "batches are not those of an uninterrupted run", type(sampler).__name__)
-            self._rng_at_first_batch = rng
-            return
-        if epoch == trainer.current_epoch and 0 < done < trainer.num_training_batches:
-            lightning_done = trainer.fit_loop.epoch_loop.batch_progress.current.ready
-            if lightning_done != done:
-                log.warning("resume: the checkpoint says %d batches of epoch %d were trained and Lightning's loop says "
-                            "%d; continuing after %d", done, epoch, lightning_done, lightning_done)
-                done = lightning_done
-            sampler.load_state_dict({"epoch": epoch, "batches_done": done})
-            self._renew_train_iterator(trainer)
-            log.info("resume: epoch %d continues after its first %d batches", epoch, done)
-            self._rng_at_first_batch = rng  # the random states right after the last trained batch
-        else:
+        rng = resumed["rng"]
+        loader = trainer.train_dataloader
+        resumable = callable(getattr(loader, "state_dict", None)) and callable(getattr(loader, "load_state_dict", None))
+        epoch = trainer.current_epoch
+        done = trainer.fit_loop.epoch_loop.batch_progress.current.ready  # batches of this epoch trained on
+        if not 0 < done < trainer.num_training_batches:
             # an end-of-epoch checkpoint: the next epoch starts at its beginning, and its iterator
             # draws its seed from the random states as they were when the first run made it
+            if not resumable:
+                self._rng_at_first_batch = rng
+                return
             if rng is not None:
                 set_rng_states(rng)
-            sampler.load_state_dict({"epoch": trainer.current_epoch, "batches_done": 0})
+            loader.load_state_dict({"epoch": epoch, "batches_done": 0})
             self._renew_train_iterator(trainer)
+            return
+        self._rng_at_first_batch = rng  # the random states right after the last trained batch
+        if not resumable:
+            return  # Lightning has warned that the epoch restarts from its first batch
+        expected = {"epoch": epoch, "batches_done": done}
+        saved = resumed["loader"]
+        if saved is not None and saved != expected:
+            log.warning("resume: the checkpoint's train data position (epoch %s after %s batches) differs from "
+                        "Lightning's loop counters (epoch %d after %d batches); continuing after %d",
+                        saved.get("epoch"), saved.get("batches_done"), epoch, done, done)
+        if loader.state_dict() != expected:  # not restored by Lightning (issue #20550)
+            loader.load_state_dict(expected)
+            self._renew_train_iterator(trainer)
+        log.info("resume: epoch %d continues after its first %d batches", epoch, done)
 
     def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int) -> None:
         rng, self._rng_at_first_batch = self._rng_at_first_batch, None

@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import pytest
@@ -16,6 +17,7 @@ import yaml
 
 from s2s_tasks.callbacks import NonFiniteLossError, collect_rng_states, set_rng_states
 from s2s_tasks.cli import main
+from s2s_tasks.data.datamodule import ResumableDataLoader
 from s2s_tasks.data.sampler import TokenBudgetBatchSampler
 from s2s_tasks.registry import TASKS, config_dir
 from s2s_tasks.seq2seq_module import Seq2SeqModule
@@ -54,6 +56,28 @@ def test_sampler_continues_an_epoch_and_reshuffles_every_epoch():
     assert list(resumed) == epoch1  # only the resumed iteration is shortened
 
 
+@pytest.mark.parametrize("num_workers", [0, 2])
+def test_train_loader_state_counts_the_batches_it_handed_out(num_workers):
+    """Workers draw batches from the sampler ahead; the saved position is what training has received."""
+    lengths = [3, 5, 2, 7, 4, 4, 6, 1, 3, 5] * 4
+
+    def loader():
+        return ResumableDataLoader(list(range(len(lengths))), batch_sampler=TokenBudgetBatchSampler(
+            lengths, max_tokens=16, seed=3), collate_fn=list, num_workers=num_workers)
+
+    first = loader()
+    first.batch_sampler.set_epoch(1)
+    epoch1 = [batch for batch in first]
+    iterator = iter(first)
+    taken = [next(iterator), next(iterator), next(iterator)]
+    assert taken == epoch1[:3] and first.state_dict() == {"epoch": 1, "batches_done": 3}
+    second = loader()
+    second.load_state_dict(first.state_dict())
+    assert second.state_dict() == {"epoch": 1, "batches_done": 3}
+    assert [batch for batch in second] == epoch1[3:]
+    assert second.state_dict() == {"epoch": 2, "batches_done": 0}  # a finished epoch: the next one's start
+
+
 def test_rng_states_round_trip_through_a_weights_only_checkpoint(tmp_path):
     import random
 
@@ -66,7 +90,7 @@ def test_rng_states_round_trip_through_a_weights_only_checkpoint(tmp_path):
     assert torch.equal(again[0], expected[0]) and again[1:] == expected[1:]
 
 
-def test_resumed_fit_equals_uninterrupted_fit(tmp_path):
+def test_resumed_fit_equals_uninterrupted_fit(tmp_path, caplog):
     """8 steps in one run; then 8 steps resumed from its checkpoints of step 6 (mid-epoch 1: the
     sampler position matters) and step 4 (end of epoch 0), with dropout (the random states matter)."""
     config = callbacks_config(tmp_path / "callbacks.yaml", 2, save_top_k=-1, filename="step{step}",
@@ -78,7 +102,16 @@ def test_resumed_fit_equals_uninterrupted_fit(tmp_path):
     for step in (6, 4):
         ckpt = tmp_path / "run" / "checkpoints" / f"step{step}.ckpt"
         assert torch.load(ckpt, weights_only=True)["global_step"] == step
-        resumed = main([*args, "--ckpt_path", str(ckpt)])
+        caplog.clear()
+        with warnings.catch_warnings(record=True) as caught, caplog.at_level(logging.INFO):
+            warnings.simplefilter("always")
+            resumed = main([*args, "--ckpt_path", str(ckpt)])
+        # the train loader is resumable (Lightning does not warn), and the position it saved agrees
+        # with Lightning's loop counters
+        assert not [w for w in caught if "not resumable" in str(w.message)]
+        messages = "\n".join(r.getMessage() for r in caplog.records)
+        assert "differs from Lightning's loop counters" not in messages
+        assert ("continues after its first 2 batches" in messages) == (step == 6)
         assert resumed.trainer.global_step == 8
         torch.testing.assert_close(resumed.trainer.callback_metrics["train/loss"], loss, rtol=0, atol=1e-5)
         for name, value in resumed.model.state_dict().items():
@@ -107,6 +140,8 @@ def test_killed_run_resumes_from_last_and_skips_a_truncated_checkpoint(tmp_path,
     finally:
         if process.poll() is None:
             process.kill()
+            process.wait(timeout=30)
+        process.stderr.close()
     saved = torch.load(last, weights_only=True)["global_step"]
     assert saved >= 4 and saved % 2 == 0  # the kill lost at most one checkpoint interval (2 steps)
 

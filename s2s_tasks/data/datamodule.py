@@ -131,6 +131,51 @@ class Seq2SeqCollator:
         return out
 
 
+class ResumableDataLoader(DataLoader):
+    """A DataLoader over a :class:`~s2s_tasks.data.sampler.TokenBudgetBatchSampler` that can
+    continue an interrupted epoch where it stopped.
+
+    Lightning saves the ``state_dict()`` of a train loader that has one in every checkpoint
+    (``FitLoop.on_save_checkpoint``) and, on ``fit --ckpt_path``, passes it back to
+    ``load_state_dict`` if it sets up the train data after loading the checkpoint; here
+    ``configure_optimizers`` sets it up earlier (Lightning issue #20550), so
+    :class:`s2s_tasks.callbacks.ResumeState` moves the loader instead. The
+    state is ``{"epoch": e, "batches_done": k}``: the next iteration continues epoch ``e`` after
+    its first ``k`` batches (this rank's, under data parallelism); a finished epoch is saved as
+    the start of the next one.
+
+    ``k`` counts the batches this loader has handed out, not those its batch sampler has: worker
+    processes draw from the sampler ahead of training. Lightning itself fetches ahead only from
+    a loader without a length (``_PrefetchDataFetcher``); this one has a length, so when a
+    checkpoint is written ``k`` is exactly the number of batches of the epoch trained on.
+    """
+
+    _position: Optional[Dict[str, int]] = None
+
+    def __iter__(self) -> Iterator[Any]:
+        # where this iteration starts (the sampler's pending skip is used up once it yields a batch)
+        self._position = position = dict(self.batch_sampler.state_dict())
+        return self._counted(super().__iter__(), position)  # the iterator is made now, as a plain DataLoader's
+
+    @staticmethod
+    def _counted(batches: Iterator[Any], position: Dict[str, int]) -> Iterator[Any]:
+        for batch in batches:
+            position["batches_done"] += 1
+            yield batch
+
+    def state_dict(self) -> Dict[str, int]:
+        if self._position is None:  # not iterated yet: where the first iteration will start
+            return dict(self.batch_sampler.state_dict())
+        epoch, done = self._position["epoch"], self._position["batches_done"]
+        if done >= len(self.batch_sampler):
+            return {"epoch": epoch + 1, "batches_done": 0}
+        return {"epoch": epoch, "batches_done": done}
+
+    def load_state_dict(self, state: Dict[str, int]) -> None:
+        self.batch_sampler.load_state_dict(state)
+        self._position = None
+
+
 class TextDataModule(pl.LightningDataModule):
     """What every task's data module shares: finding each split (a local file, a dataset hub
     split, or the task's embedded sample), the tokenizer (loaded, or trained on the training
@@ -448,7 +493,8 @@ class TextDataModule(pl.LightningDataModule):
             data.lengths(), max_tokens=budget, max_batch_size=hp.max_batch_size,
             shuffle=shuffle, seed=hp.seed, num_replicas=world_size, rank=rank,
         )
-        return DataLoader(
+        # the train loader is resumable mid-epoch; evaluation always reads its data from the start
+        return (ResumableDataLoader if split == "train" else DataLoader)(
             data,
             batch_sampler=sampler,
             collate_fn=Seq2SeqCollator(data, PAD_ID),

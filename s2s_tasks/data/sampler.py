@@ -52,8 +52,9 @@ class TokenBudgetBatchSampler(Sampler[List[int]]):
     the next iteration of epoch ``e`` yield only its batches from the ``k``-th on (this rank's
     ``k``-th), the same batches in the same order as the interrupted run would have (the order
     depends only on ``seed + epoch``); ``len()`` stays the full epoch's count, as Lightning
-    expects, and every later epoch is complete again. :class:`s2s_tasks.callbacks.ResumeState`
-    stores and restores this state through checkpoints.
+    expects, and every later epoch is complete again. Through the train loader
+    (:class:`s2s_tasks.data.datamodule.ResumableDataLoader`) Lightning saves this state in
+    checkpoints; :class:`s2s_tasks.callbacks.ResumeState` restores it.
     """
 
     def __init__(
@@ -143,10 +144,16 @@ class TokenBudgetBatchSampler(Sampler[List[int]]):
             total = math.ceil(len(batches) / self.num_replicas) * self.num_replicas
             batches = [batches[i % len(batches)] for i in range(total)]
             batches = batches[self.rank :: self.num_replicas]
-        if self._skip and self._skip_epoch == self.epoch:
-            # a resumed epoch: once only, the next iteration of this epoch is complete again
-            batches, self._skip = batches[self._skip :], 0
-        return iter(batches)
+        skip = self._skip if self._skip_epoch == self.epoch else 0
+        return self._resumed(batches[skip:], skip) if skip else iter(batches)
+
+    def _resumed(self, batches: List[List[int]], skip: int) -> Iterator[List[int]]:
+        """The rest of a resumed epoch. The skip is used up (the next iteration of the epoch is
+        complete again) when the first batch is drawn, not when the iterator is made: a
+        multi-worker DataLoader makes two iterators of its batch sampler and draws from the second."""
+        if self._skip == skip and self._skip_epoch == self.epoch:
+            self._skip = 0
+        yield from batches
 
     def __len__(self) -> int:
         count = len(self._all_batches())
