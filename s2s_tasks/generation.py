@@ -7,9 +7,13 @@ architecture)::
     cache = decoder.reorder_cache(cache, index)                  # keep / duplicate batch rows
 
 and expands the encoder output once per beam or sample with
-:meth:`EncoderOutput.repeat_interleave`, never per step. Rows whose search is over are dropped
-from the running batch (``index_select`` on the encoder output, ``reorder_cache`` on the cache),
-so the work per step shrinks as sentences finish, and the loop stops once every row is done.
+:meth:`EncoderOutput.repeat_interleave`, never per step; beam search does not expand it at all
+for a decoder whose ``shares_source_rows`` is true (the beams of an input then share one copy of
+its encoder states and cross-attention keys/values, computed once), and tells ``reorder_cache``
+that beams only move within their input (``keep_source=True``), so source-only state is never
+copied per step. Rows whose search is over are dropped from the running batch
+(``index_select`` on the encoder output, ``reorder_cache`` on the cache), so the work per step
+shrinks as sentences finish, and the loop stops once every row is done.
 
 Conventions shared by every strategy
 -------------------------------------
@@ -73,6 +77,7 @@ Decoding runs under ``torch.no_grad()``; putting the model in ``eval()`` mode is
 
 from __future__ import annotations
 
+import inspect
 import math
 from dataclasses import dataclass
 from typing import Any, Callable, List, Optional, Tuple, Union
@@ -222,9 +227,23 @@ def _as_lengths(max_lengths: Union[Tensor, int], batch: int, device: torch.devic
     return max_lengths
 
 
-def _reorder(decoder: Any) -> Callable[[Cache, Tensor], Cache]:
-    """The decoder's own ``reorder_cache`` (falls back to the generic one of ``nn.types``)."""
-    return getattr(decoder, "reorder_cache", None) or reorder_cache
+def _reorder(decoder: Any) -> Callable[..., Cache]:
+    """``(cache, index, source_index=None, keep_source=False) -> cache``: the decoder's own
+    ``reorder_cache`` (falls back to the generic one of ``nn.types``). A ``reorder_cache`` that
+    takes only ``(cache, index)`` reorders everything with ``index``, which is always correct for
+    a decoder whose source state has one row per running row."""
+    method = getattr(decoder, "reorder_cache", None) or reorder_cache
+    try:
+        takes_hints = "keep_source" in inspect.signature(method).parameters
+    except (TypeError, ValueError):
+        takes_hints = False
+    if takes_hints:
+        return method
+
+    def plain(cache: Cache, index: Tensor, source_index: Optional[Tensor] = None, keep_source: bool = False) -> Cache:
+        return method(cache, index)
+
+    return plain
 
 
 def apply_repetition_penalty(logits: Tensor, prefix: Optional[Tensor], penalty: float) -> Tensor:
@@ -278,18 +297,21 @@ def _constrain(
 ) -> Tensor:
     """Apply n-gram blocking, ``min_length`` and the forced EOS at ``max_lengths`` to ``(N, V)``.
 
-    ``step`` is the number of tokens already generated; ``max_lengths`` is ``(N,)``.
+    ``step`` is the number of tokens already generated; ``max_lengths`` is ``(N,)``. ``lprobs``
+    is changed in place (and returned).
     """
     eos_lp = lprobs[:, eos_id].clone()
     if no_repeat_ngram_size > 0 and prefix is not None:
-        lprobs = lprobs.masked_fill(_banned_ngrams(prefix, no_repeat_ngram_size, lprobs.size(1)), NEG_INF)
+        lprobs.masked_fill_(_banned_ngrams(prefix, no_repeat_ngram_size, lprobs.size(1)), NEG_INF)
     forced = step >= max_lengths  # (N,)
-    lprobs = lprobs.masked_fill(forced.unsqueeze(1), NEG_INF)
+    lprobs.masked_fill_(forced.unsqueeze(1), NEG_INF)
     lprobs[:, eos_id] = NEG_INF
     # EOS is allowed once min_length tokens exist, when forced (max beats min), and as the way
     # out when blocking left no other token.
     if step < min_length:
-        eos_ok = forced | ~torch.isfinite(lprobs).any(1)
+        eos_ok = forced
+        if no_repeat_ngram_size > 0 and prefix is not None:  # the only rule that can leave nothing else
+            eos_ok = eos_ok | ~torch.isfinite(lprobs).any(1)
         lprobs[:, eos_id] = torch.where(eos_ok, eos_lp, lprobs[:, eos_id])
     else:
         lprobs[:, eos_id] = eos_lp
@@ -551,7 +573,10 @@ def beam_search(
     k = beam_size
     steps = int(max_lengths.max()) + 1  # at most max tokens + EOS
 
-    enc = enc_out.repeat_interleave(k)  # once; later only shrunk as rows finish
+    # The beams of an input share its encoder states: one copy when the decoder takes it that way
+    # (and its cross-attention keys/values are then computed once per input), else expanded once.
+    shared = bool(getattr(decoder, "shares_source_rows", False))
+    enc = enc_out if shared else enc_out.repeat_interleave(k)  # later only shrunk as rows finish
     # Column 0 is BOS, column t + 1 the token chosen at step t.
     tokens = torch.full((batch * k, steps + 1), bos_id, dtype=torch.long, device=device)
     # All beams start from the same BOS: only beam 0 may expand at the first step.
@@ -615,15 +640,18 @@ def beam_search(
         done = torch.isfinite(fin_scores[alive]).all(1) | (t >= limits) | ~torch.isfinite(scores).any(1)
         if bool(done.all()):
             break
+        source_index: Optional[Tensor] = None
         if bool(done.any()):
             keep = (~done).nonzero().squeeze(1)
             alive, limits = alive[keep], limits[keep]
             scores, src_rows, next_tok = scores[keep], src_rows[keep], next_tok[keep]
-            enc = enc.index_select((keep.unsqueeze(1) * k + beam_range).view(-1))
+            source_index = keep if shared else (keep.unsqueeze(1) * k + beam_range).view(-1)
+            enc = enc.index_select(source_index)
         index = src_rows.view(-1)
         tokens = tokens.index_select(0, index)
         tokens[:, t + 1] = next_tok.view(-1)
-        cache = reorder(cache, index)
+        # beams move only within their input: unless inputs left, source-only state stays put
+        cache = reorder(cache, index, source_index=source_index, keep_source=source_index is None)
 
     fin_scores = fin_scores[:, :n_best]
     tokens_out = _to_lists(fin_tokens[:, :n_best], fin_lengths[:, :n_best], fin_scores)

@@ -20,6 +20,20 @@ from s2s_tasks.optim import lr_multiplier
 log = logging.getLogger(__name__)
 
 
+def warn_if_slow_bf16(precision: str, device: torch.device) -> bool:
+    """Warn (and return True) when bf16 is asked for on a CPU without bf16 instructions
+    (AVX512-BF16 or AMX), where PyTorch's bf16 matrix products run without hardware support:
+    measured 80 times slower than float32 on a 2-core AVX2 machine (``benchmarks/speed.py``)."""
+    if not precision.startswith("bf16") or device.type != "cpu" or torch.ops.mkldnn._is_mkldnn_bf16_supported():
+        return False
+    log.warning(
+        "`trainer.precision: %s` on a CPU without bf16 instructions (%s, no AVX512-BF16 or AMX): bf16 matrix "
+        "products run without hardware support and are many times slower than float32 here; set "
+        "`--trainer.precision 32-true` on this machine", precision, torch.backends.cpu.get_cpu_capability(),
+    )
+    return True
+
+
 class BaseModule(pl.LightningModule):
     """Shared training machinery.
 
@@ -80,6 +94,8 @@ class BaseModule(pl.LightningModule):
         datamodule = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
         if datamodule is not None and getattr(datamodule, "tokenizer", None) is not None:
             self.tokenizer = datamodule.tokenizer
+        if self._trainer is not None:
+            warn_if_slow_bf16(str(self.trainer.precision), self.trainer.strategy.root_device)
 
     def label_maps(self) -> Dict[str, List[str]]:
         """Label inventories (e.g. ``{"labels": [...]}``) saved in checkpoints; none for text generation."""

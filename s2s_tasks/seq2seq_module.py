@@ -142,14 +142,17 @@ class Seq2SeqModule(BaseModule):
         # leaves them unchanged, so NLL and label smoothing need no special case.
         logits = logits.float()
         target = batch["tgt_out"]
-        flat_logits, flat_target = logits.reshape(-1, logits.size(-1)), target.reshape(-1)
+        flat_target = target.reshape(-1)
         pad = self.hparams.pad_id
-        nll = F.cross_entropy(flat_logits, flat_target, ignore_index=pad, reduction="sum")
-        loss = (
-            F.cross_entropy(flat_logits, flat_target, ignore_index=pad, reduction="sum", label_smoothing=label_smoothing)
-            if label_smoothing > 0
-            else nll
-        )
+        # One log-softmax for both losses (two F.cross_entropy calls would compute it twice).
+        # Label smoothing as F.cross_entropy defines it (Szegedy et al. 2016, §7):
+        # (1 - eps) * NLL + eps * mean over the vocabulary of -log p.
+        log_probs = F.log_softmax(logits.reshape(-1, logits.size(-1)), dim=-1)
+        nll = F.nll_loss(log_probs, flat_target, ignore_index=pad, reduction="sum")
+        loss = nll
+        if label_smoothing > 0:
+            uniform = -log_probs.mean(dim=-1).masked_fill(flat_target == pad, 0.0).sum()
+            loss = (1.0 - label_smoothing) * nll + label_smoothing * uniform
         return loss, nll, int((target != pad).sum())
 
     def training_losses(self, batch: Dict[str, Any]) -> Dict[str, torch.Tensor]:

@@ -119,7 +119,8 @@ def test_mha_self_attention_cache_matches_full_causal_pass():
         step = x[:, t : t + 1]
         out, _, cache = mha(step, step, step, causal=True, cache=cache)
         outputs.append(out)
-    assert cache["k"].shape == (B, H, 6, D // H)
+    # a buffer with room to spare, of which the first 6 positions are filled
+    assert cache["filled"] == 6 and cache["k"].shape[:2] == (B, H) and cache["k"].shape[3] == D // H
     torch.testing.assert_close(torch.cat(outputs, dim=1), full, atol=1e-5, rtol=1e-5)
 
     # a chunk of several positions after cached ones: causal mask offset by the cache length
@@ -127,6 +128,36 @@ def test_mha_self_attention_cache_matches_full_causal_pass():
     for need_weights in (False, True):
         chunk, _, _ = mha(x[:, 2:], x[:, 2:], x[:, 2:], causal=True, cache=cache, need_weights=need_weights)
         torch.testing.assert_close(chunk, full[:, 2:], atol=1e-5, rtol=1e-5)
+
+
+def test_mha_cache_grows_past_its_capacity():
+    torch.manual_seed(0)
+    mha = MultiHeadAttention(D, H).eval()
+    x = torch.randn(B, 40, D)
+    full, _, _ = mha(x, x, x, causal=True)
+    cache: dict = {}
+    outputs, capacities = [], set()
+    for t in range(40):
+        out, _, cache = mha(x[:, t : t + 1], x[:, t : t + 1], x[:, t : t + 1], causal=True, cache=cache)
+        outputs.append(out)
+        capacities.add(cache["k"].size(2))
+    assert capacities == {16, 32, 64}  # doubled twice, copied only then
+    torch.testing.assert_close(torch.cat(outputs, dim=1), full, atol=1e-5, rtol=1e-5)
+
+
+def test_mha_loads_separate_projection_weights():
+    """Checkpoints from before the fused projection (q_proj / k_proj / v_proj) still load."""
+    torch.manual_seed(0)
+    mha = MultiHeadAttention(D, H)
+    state = mha.state_dict()
+    old = {k: v for k, v in state.items() if not k.startswith("in_proj")}
+    for kind in ("weight", "bias"):
+        for name, part in zip("qkv", state[f"in_proj.{kind}"].chunk(3)):
+            old[f"{name}_proj.{kind}"] = part.clone()
+    fresh = MultiHeadAttention(D, H)
+    fresh.load_state_dict(old)
+    x = torch.randn(B, S, D)
+    torch.testing.assert_close(fresh.eval()(x, x, x)[0], mha.eval()(x, x, x)[0])
 
 
 def test_mha_cross_attention_static_kv_cache_reuse():

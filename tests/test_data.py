@@ -2,6 +2,8 @@
 
 import random
 
+import torch
+
 import pytest
 
 from helpers import write_jsonl
@@ -191,3 +193,23 @@ def test_predict_jsonl_uses_the_source_column(tmp_path):
     )
     split = dm.encode_split("predict")
     assert split.sources == ["first line", "second line"] and split.tgt_ids is None and split.references is None
+
+
+def test_sampler_tie_lengths_cut_padding_and_keep_the_budget():
+    g = torch.Generator().manual_seed(0)
+    src = torch.randint(1, 30, (2000,), generator=g).tolist()
+    tgt = torch.randint(1, 30, (2000,), generator=g).tolist()
+    cost = [max(s, t) for s, t in zip(src, tgt)]
+
+    def padding(batches):
+        real = sum(src[i] + tgt[i] for b in batches for i in b)
+        padded = sum(len(b) * (max(src[i] for i in b) + max(tgt[i] for i in b)) for b in batches)
+        return 1 - real / padded
+
+    plain = list(TokenBudgetBatchSampler(cost, max_tokens=300, seed=2))
+    tied = list(TokenBudgetBatchSampler(cost, max_tokens=300, seed=2, tie_lengths=list(zip(src, tgt))))
+    assert sorted(i for b in tied for i in b) == list(range(2000))
+    assert all(len(b) * max(cost[i] for i in b) <= 300 for b in tied)
+    assert padding(tied) < 0.8 * padding(plain)
+    with pytest.raises(ValueError, match="tie_lengths"):
+        TokenBudgetBatchSampler(cost, max_tokens=300, tie_lengths=[(1, 2)] * 5)

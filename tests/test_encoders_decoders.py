@@ -164,8 +164,8 @@ def test_transformer_decoder_cache_positions():
     enc_out = _enc_out(16)
     _, cache = _incremental(decoder, torch.randint(1, V, (B, 3)), enc_out)
     assert cache["length"] == 3
-    assert cache["layers"][0]["self"]["k"].shape == (B, 4, 3, 4)
-    assert cache["layers"][0]["cross"]["k"].shape == (B, 4, S, 4)
+    assert cache["layers"][0]["self"]["filled"] == 3 and cache["layers"][0]["self"]["k"].shape[:2] == (B, 4)
+    assert cache["layers"][0]["source"]["k"].shape == (B, 4, S, 4)
     with pytest.raises(ValueError, match="model.max_positions"):
         decoder.step(torch.ones(B, dtype=torch.long), enc_out, cache)
 

@@ -107,3 +107,19 @@ def test_16_mixed_on_cpu_falls_back_to_bf16_mixed_with_a_warning(tmp_path, cache
                for m in messages), messages
     assert fitted.trainer.precision == "bf16-mixed"
     assert_finite(fitted.trainer.callback_metrics, "train/loss")
+
+
+def test_bf16_on_a_cpu_without_bf16_instructions_warns(monkeypatch, caplog):
+    """Where the CPU lacks AVX512-BF16/AMX the user is told bf16 is slow there and what to set."""
+    import torch
+
+    from s2s_tasks.module import warn_if_slow_bf16
+
+    monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: False)
+    with caplog.at_level("WARNING"):
+        assert warn_if_slow_bf16("bf16-mixed", torch.device("cpu"))
+    assert "--trainer.precision 32-true" in caplog.text
+    assert not warn_if_slow_bf16("32-true", torch.device("cpu"))
+    assert not warn_if_slow_bf16("bf16-mixed", torch.device("cuda", 0))
+    monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: True)
+    assert not warn_if_slow_bf16("bf16-true", torch.device("cpu"))

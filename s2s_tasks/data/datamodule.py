@@ -79,6 +79,13 @@ class EncodedSplit(Dataset):
             return [len(s) for s in self.src_ids]
         return [max(len(s), len(t) + 1) for s, t in zip(self.src_ids, self.tgt_ids)]
 
+    def tie_lengths(self) -> Optional[List[Tuple[int, int]]]:
+        """``(source, target)`` lengths that order examples of equal :meth:`lengths` in a bucket
+        (less padding on the shorter side); ``None`` without targets."""
+        if self.tgt_ids is None:
+            return None
+        return [(len(s), len(t) + 1) for s, t in zip(self.src_ids, self.tgt_ids)]
+
 
 class Seq2SeqCollator:
     """Pad a list of example indices of an :class:`EncodedSplit` into a batch.
@@ -491,7 +498,7 @@ class TextDataModule(pl.LightningDataModule):
         budget = hp.max_tokens if shuffle else (hp.eval_max_tokens or hp.max_tokens)
         sampler = TokenBudgetBatchSampler(
             data.lengths(), max_tokens=budget, max_batch_size=hp.max_batch_size,
-            shuffle=shuffle, seed=hp.seed, num_replicas=world_size, rank=rank,
+            shuffle=shuffle, seed=hp.seed, num_replicas=world_size, rank=rank, tie_lengths=data.tie_lengths(),
         )
         # the train loader is resumable mid-epoch; evaluation always reads its data from the start
         return (ResumableDataLoader if split == "train" else DataLoader)(

@@ -42,6 +42,11 @@ class TokenBudgetBatchSampler(Sampler[List[int]]):
 
     Args:
         lengths: per-example cost in tokens (e.g. ``max(source_len, target_len)``).
+        tie_lengths: optional per-example tuples (e.g. ``(source_len, target_len)``) that order
+            examples of equal cost: the cost is the longer side, so sorting by it alone mixes
+            examples whose other side differs, which is padding. On Multi30k (joint BPE 8k,
+            4,096-token batches) this takes the padding share from 6.5% to 3.9%
+            (``benchmarks/speed.py``).
         max_tokens: token budget per batch (config ``data.max_tokens``).
         max_batch_size: optional cap on examples per batch (config ``data.max_batch_size``).
         shuffle: shuffle within length buckets and the batch order, anew each epoch.
@@ -66,6 +71,7 @@ class TokenBudgetBatchSampler(Sampler[List[int]]):
         seed: int = 0,
         num_replicas: int = 1,
         rank: int = 0,
+        tie_lengths: Optional[Sequence[Sequence[int]]] = None,
     ) -> None:
         if max_tokens <= 0:
             raise ValueError(f"data.max_tokens must be positive, got {max_tokens}")
@@ -74,6 +80,8 @@ class TokenBudgetBatchSampler(Sampler[List[int]]):
         if not 0 <= rank < num_replicas:
             raise ValueError(f"rank {rank} is outside [0, {num_replicas})")
         self.lengths = torch.as_tensor(list(lengths), dtype=torch.long)
+        #: one int64 per example ordering by (cost, *tie_lengths): the sort key of the buckets
+        self.sort_key = self.lengths if tie_lengths is None else self._combined_key(self.lengths, tie_lengths)
         self.max_tokens = max_tokens
         self.max_batch_size = max_batch_size
         self.shuffle = shuffle
@@ -104,6 +112,17 @@ class TokenBudgetBatchSampler(Sampler[List[int]]):
         self.epoch = self._skip_epoch = int(state["epoch"])
         self._skip = done
 
+    @staticmethod
+    def _combined_key(lengths: torch.Tensor, tie_lengths: Sequence[Sequence[int]]) -> torch.Tensor:
+        if len(tie_lengths) != len(lengths):
+            raise ValueError(f"tie_lengths has {len(tie_lengths)} entries for {len(lengths)} examples")
+        key = lengths.clone()
+        if len(lengths) == 0:
+            return key
+        for column in torch.as_tensor([list(t) for t in tie_lengths], dtype=torch.long).unbind(1):
+            key = key * (int(column.max()) + 1) + column
+        return key
+
     def _all_batches(self) -> List[List[int]]:
         if self._cached is None or self._cached[0] != self.epoch:
             self._cached = (self.epoch, self._build_batches())
@@ -117,9 +136,9 @@ class TokenBudgetBatchSampler(Sampler[List[int]]):
         if self.shuffle:
             # Random order first, then a stable sort by length: equal lengths end up shuffled.
             perm = torch.randperm(n, generator=generator)
-            order = perm[torch.sort(self.lengths[perm], stable=True).indices]
+            order = perm[torch.sort(self.sort_key[perm], stable=True).indices]
         else:
-            order = torch.sort(self.lengths, stable=True).indices
+            order = torch.sort(self.sort_key, stable=True).indices
         batches: List[List[int]] = []
         current: List[int] = []
         longest = 0

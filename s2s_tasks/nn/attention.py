@@ -15,11 +15,13 @@ previous steps' attention weights (See et al., 2017, eq. 10-11), as one more inp
 from __future__ import annotations
 
 import math
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from .dropout import dropout
 
 LUONG_SCORES = ("dot", "general", "concat")
 
@@ -191,9 +193,17 @@ class MultiHeadAttention(nn.Module):
     ``Attention(Q, K, V) = softmax(Q K^T / sqrt(d_k)) V``,
     ``MultiHead(Q, K, V) = Concat(head_1..head_h) W^O`` with ``head_i = Attention(Q W_i^Q, K W_i^K, V W_i^V)``.
 
-    Incremental decoding keeps projected keys/values in a cache dict (``"k"``, ``"v"``, each
-    ``(B, heads, S_so_far, D/heads)``): self-attention appends the new positions, cross-attention
-    (``static_kv=True``) projects the encoder states once and reuses them.
+    ``W^Q, W^K, W^V`` are one ``(3 D, D)`` matrix (``in_proj``), so self-attention projects
+    queries, keys and values in one matrix product (cross-attention uses its two slices).
+
+    Incremental decoding keeps projected keys/values in a cache dict:
+
+    * self-attention: ``"k"``, ``"v"`` are buffers ``(B, heads, capacity, D/heads)`` of which the
+      first ``"filled"`` positions are valid; a step writes its position in place and the
+      capacity doubles when full, so a step copies nothing (a cache is consumed by the step that
+      receives it: keep the returned one);
+    * cross-attention (``static_kv=True``): the encoder states are projected once; the cache
+      also keeps the boolean key mask, so later steps build no masks.
     """
 
     def __init__(self, d_model: int, num_heads: int, dropout: float = 0.0) -> None:
@@ -204,20 +214,57 @@ class MultiHeadAttention(nn.Module):
         self.num_heads = num_heads
         self.head_dim = d_model // num_heads
         self.dropout = dropout
-        self.q_proj = nn.Linear(d_model, d_model)
-        self.k_proj = nn.Linear(d_model, d_model)
-        self.v_proj = nn.Linear(d_model, d_model)
+        self.in_proj = nn.Linear(d_model, 3 * d_model)
         self.out_proj = nn.Linear(d_model, d_model)
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
-        for layer in (self.q_proj, self.k_proj, self.v_proj, self.out_proj):
-            nn.init.xavier_uniform_(layer.weight)
-            nn.init.zeros_(layer.bias)
+        with torch.no_grad():
+            for weight in self.in_proj.weight.chunk(3):  # each of W^Q, W^K, W^V as a (D, D) matrix
+                nn.init.xavier_uniform_(weight)
+        nn.init.zeros_(self.in_proj.bias)
+        nn.init.xavier_uniform_(self.out_proj.weight)
+        nn.init.zeros_(self.out_proj.bias)
+
+    def _load_from_state_dict(self, state_dict: Dict[str, Any], prefix: str, *args: Any, **kwargs: Any) -> None:
+        # checkpoints written before the fused projection hold q_proj / k_proj / v_proj
+        for kind in ("weight", "bias"):
+            old = [f"{prefix}{name}_proj.{kind}" for name in "qkv"]
+            if all(key in state_dict for key in old):
+                state_dict[f"{prefix}in_proj.{kind}"] = torch.cat([state_dict.pop(key) for key in old])
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def _split_heads(self, x: Tensor) -> Tensor:
         """``(B, T, D) -> (B, heads, T, D/heads)``."""
         return x.view(x.size(0), x.size(1), self.num_heads, self.head_dim).transpose(1, 2)
+
+    def _project(self, x: Tensor, first: int, count: int) -> List[Tensor]:
+        """``count`` of the projections Q, K, V (from ``first``) of ``x (B, T, D)`` in one matrix
+        product, each split into heads ``(B, heads, T, D/heads)``."""
+        d = self.d_model
+        rows = slice(first * d, (first + count) * d)
+        out = F.linear(x, self.in_proj.weight[rows], self.in_proj.bias[rows])
+        out = out.view(x.size(0), x.size(1), count, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        return list(out.unbind(0))
+
+    @staticmethod
+    def _append(cache: Dict[str, Any], k: Tensor, v: Tensor) -> Tuple[Tensor, Tensor, Dict[str, Any]]:
+        """Write the new positions ``k, v (B, heads, T, d)`` after the cached ones, in place;
+        returns all keys and values so far (views) and the cache."""
+        filled = cache.get("filled", 0)
+        need = filled + k.size(2)
+        buf_k, buf_v = cache.get("k"), cache.get("v")
+        if buf_k is None or buf_k.size(2) < need or buf_k.dtype != k.dtype:
+            capacity = max(16, need, 2 * (0 if buf_k is None else buf_k.size(2)))
+            new_k = k.new_empty(k.size(0), k.size(1), capacity, k.size(3))
+            new_v = v.new_empty(new_k.shape)
+            if filled:
+                new_k[:, :, :filled] = buf_k[:, :, :filled]
+                new_v[:, :, :filled] = buf_v[:, :, :filled]
+            buf_k, buf_v = new_k, new_v
+        buf_k[:, :, filled:need] = k
+        buf_v[:, :, filled:need] = v
+        return buf_k[:, :, :need], buf_v[:, :, :need], {**cache, "k": buf_k, "v": buf_v, "filled": need}
 
     def forward(
         self,
@@ -235,6 +282,7 @@ class MultiHeadAttention(nn.Module):
         Args:
             query: ``(B, T, D)``.
             key, value: ``(B, S, D)``; may be ``None`` when a ``static_kv`` cache already holds them.
+                Self-attention passes the same tensor three times (one fused projection).
             key_mask: ``(B, S_total)`` bool, ``True`` for real keys (``S_total`` counts cached keys).
             causal: query ``i`` sees only keys at positions ``<= i`` (offset by cached positions).
             cache: ``None`` (no caching) or a dict, possibly empty, from a previous call.
@@ -243,52 +291,70 @@ class MultiHeadAttention(nn.Module):
 
         Returns:
             ``output (B, T, D)``, ``weights (B, heads, T, S_total)`` or ``None``, and the updated
-            cache (a new dict) or ``None``.
+            cache or ``None``.
         """
         batch_size, tgt_len, _ = query.shape
-        q = self._split_heads(self.q_proj(query))
+        new_cache = cache
+        mask: Optional[Tensor] = None
+        empty_rows: Optional[Tensor] = None
         if cache is not None and static_kv and "k" in cache:
-            k, v = cache["k"], cache["v"]
+            q = self._project(query, 0, 1)[0]
+            k, v, mask, empty_rows = cache["k"], cache["v"], cache["mask"], cache["empty_rows"]
+            key_mask = None  # already in the cached mask
         else:
             if key is None or value is None:
                 raise ValueError("key and value are required unless a static_kv cache already holds them")
-            k = self._split_heads(self.k_proj(key))
-            v = self._split_heads(self.v_proj(value))
-            if cache is not None and not static_kv and "k" in cache:
-                k = torch.cat([cache["k"], k], dim=2)
-                v = torch.cat([cache["v"], v], dim=2)
-        new_cache = None if cache is None else {**cache, "k": k, "v": v}
+            if key is query and value is query:
+                q, k, v = self._project(query, 0, 3)
+            else:
+                q = self._project(query, 0, 1)[0]
+                k, v = self._project(key, 1, 2) if value is key else (self._project(key, 1, 1)[0], self._project(value, 2, 1)[0])
+            if cache is not None and not static_kv:
+                k, v, new_cache = self._append(cache, k, v)
         src_len = k.size(2)
         past = src_len - tgt_len
+        dropout_p = self.dropout if self.training else 0.0
+        # the explicit softmax path: for the weights; on the CPU for our faster dropout mask, and
+        # for a single query (an incremental step), where two batched matrix-vector products beat
+        # the CPU flash-attention kernel, which is tiled for blocks of queries
+        explicit = need_weights or (q.device.type == "cpu" and (dropout_p > 0 or tgt_len == 1))
 
         # Boolean mask, True = may attend, broadcastable to (B, heads, T, S).
-        mask: Optional[Tensor] = None
         use_is_causal = False
         if causal and tgt_len > 1:
-            if past == 0 and key_mask is None and not need_weights:
+            if past == 0 and key_mask is None and not explicit:
                 use_is_causal = True
             else:
                 positions = torch.arange(src_len, device=q.device)
                 query_positions = torch.arange(tgt_len, device=q.device) + past
                 mask = (positions.unsqueeze(0) <= query_positions.unsqueeze(1)).view(1, 1, tgt_len, src_len)
-        empty_rows: Optional[Tensor] = None
         if key_mask is not None:
             key_mask = key_mask.view(batch_size, 1, 1, src_len)
             mask = key_mask if mask is None else mask & key_mask
             # Rows with nothing to attend to would give NaN; let them attend everywhere, then zero them.
             empty_rows = ~mask.any(dim=-1, keepdim=True)
             mask = mask | empty_rows
+        if cache is not None and static_kv and "k" not in cache:
+            # contiguous once, so that every later step reads them as batched matrices without a copy
+            k, v = k.contiguous(), v.contiguous()
+            new_cache = {**cache, "k": k, "v": v, "mask": mask, "empty_rows": empty_rows}
 
         weights: Optional[Tensor] = None
-        dropout_p = self.dropout if self.training else 0.0
-        if need_weights:
-            scores = torch.matmul(q, k.transpose(-2, -1)) / math.sqrt(self.head_dim)
+        if explicit:
+            # batched products over (B * heads) matrices; flatten(0, 1) is a view for the cache
+            # buffers (no copy of the keys and values per step, which torch.matmul would make)
+            heads = q.size(1)
+            q3 = q.reshape(batch_size * heads, tgt_len, self.head_dim) * (1.0 / math.sqrt(self.head_dim))
+            scores = torch.bmm(q3, k.flatten(0, 1).transpose(1, 2)).view(batch_size, heads, tgt_len, src_len)
             if mask is not None:
                 scores = scores.masked_fill(~mask, float("-inf"))
             weights = torch.softmax(scores.float(), dim=-1).to(q.dtype)
             if empty_rows is not None:
                 weights = weights.masked_fill(empty_rows, 0.0)
-            attn = torch.matmul(F.dropout(weights, p=dropout_p, training=self.training), v)
+            dropped = dropout(weights, dropout_p, self.training).view(batch_size * heads, tgt_len, src_len)
+            attn = torch.bmm(dropped, v.flatten(0, 1)).view(batch_size, heads, tgt_len, self.head_dim)
+            if not need_weights:
+                weights = None
         else:
             attn = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p, is_causal=use_is_causal)
             if empty_rows is not None:

@@ -23,6 +23,7 @@ from torch import Tensor, nn
 
 from .attention import AttentionMechanism, BahdanauAttention, LuongAttention, MultiHeadAttention
 from .copy import PointerGenerator
+from .dropout import Dropout
 from .embedding import Embeddings
 from .encoders import FeedForward, rnn_class
 from .types import Cache, EncoderOutput
@@ -45,6 +46,14 @@ class Decoder(nn.Module):
     output_projection: nn.Linear
     copy_attention: bool = False
 
+    @property
+    def shares_source_rows(self) -> bool:
+        """:meth:`step` accepts an ``enc_out`` of ``B`` rows with ``last_tokens`` of ``B * k``
+        rows: each group of ``k`` consecutive rows (the beams of one input) shares one source row,
+        and the source-only cache entries then have ``B`` rows. Beam search uses this to keep
+        one copy of the encoder states and cross-attention keys/values per input."""
+        return False
+
     def forward(
         self, tgt_in: Tensor, enc_out: EncoderOutput, return_attention: bool = False
     ) -> Union[Tensor, Tuple[Tensor, Tensor]]:
@@ -64,9 +73,13 @@ class Decoder(nn.Module):
         """
         raise NotImplementedError
 
-    def reorder_cache(self, cache: Cache, index: Tensor) -> Cache:
-        """Rows ``index (B',)`` of the cache, e.g. the surviving beams."""
-        return _reorder_cache(cache, index)
+    def reorder_cache(
+        self, cache: Cache, index: Tensor, source_index: Optional[Tensor] = None, keep_source: bool = False
+    ) -> Cache:
+        """Rows ``index (B',)`` of the cache, e.g. the surviving beams; source-only state is
+        selected with ``source_index`` instead, or kept with ``keep_source`` (see
+        :func:`~s2s_tasks.nn.types.reorder_cache`)."""
+        return _reorder_cache(cache, index, source_index, keep_source)
 
 
 def build_rnn_attention(attention: str, query_size: int, key_size: int, coverage: bool = False) -> AttentionMechanism:
@@ -97,8 +110,8 @@ class RNNDecoder(Decoder):
     (and the LSTM cell), or zeros when the encoder has no ``final_state``.
 
     Cache keys (batch first): ``hidden (B, layers, H)``, ``cell (B, layers, H)`` (LSTM only),
-    ``att_vector (B, H)``, ``projected_keys (B, S, *)``, and ``coverage (B, S)`` with
-    ``coverage_attention``.
+    ``att_vector (B, H)``, ``source: {"projected_keys": (B, S, *)}``, and ``coverage (B, S)``
+    with ``coverage_attention``.
 
     ``copy_attention``: pointer-generator (See et al., 2017, eq. 8-9) with the step's attention
     ``a_t`` as the copy distribution, gate inputs ``h*_t = c_t`` (context), ``s_t`` (top-layer
@@ -147,7 +160,7 @@ class RNNDecoder(Decoder):
         )
         self.bridge = nn.Linear(encoder_output_size, hidden_size)
         self.att_vector_layer = nn.Linear(hidden_size + encoder_output_size, hidden_size)
-        self.hidden_dropout = nn.Dropout(dropout)
+        self.hidden_dropout = Dropout(dropout)
         self.output_projection = nn.Linear(hidden_size, vocab_size)
         self.pointer_generator = PointerGenerator(encoder_output_size, hidden_size, embedding_dim) if copy_attention else None
 
@@ -162,7 +175,7 @@ class RNNDecoder(Decoder):
         cache: Cache = {
             "hidden": hidden,
             "att_vector": states.new_zeros(batch_size, self.hidden_size),
-            "projected_keys": self.attention.project_keys(states),
+            "source": {"projected_keys": self.attention.project_keys(states)},
         }
         if self.is_lstm:
             cache["cell"] = hidden
@@ -177,7 +190,7 @@ class RNNDecoder(Decoder):
         inputs: List[Tensor] = [embedded]
         coverage = cache.get("coverage")
         if self.context_in_rnn:
-            context, weights = self.attention(hidden[:, -1], enc_out.states, enc_out.mask, cache["projected_keys"], coverage)
+            context, weights = self.attention(hidden[:, -1], enc_out.states, enc_out.mask, cache["source"]["projected_keys"], coverage)
             inputs.append(context)
         if self.input_feeding:
             inputs.append(cache["att_vector"])
@@ -189,7 +202,7 @@ class RNNDecoder(Decoder):
         new_hidden = new_state[0] if self.is_lstm else new_state
         top = new_hidden[-1]
         if not self.context_in_rnn:
-            context, weights = self.attention(top, enc_out.states, enc_out.mask, cache["projected_keys"], coverage)
+            context, weights = self.attention(top, enc_out.states, enc_out.mask, cache["source"]["projected_keys"], coverage)
         att_vector = torch.tanh(self.att_vector_layer(self.hidden_dropout(torch.cat([top, context], dim=-1))))
         new_cache = {**cache, "hidden": new_hidden.transpose(0, 1), "att_vector": att_vector}
         if self.is_lstm:
@@ -237,7 +250,8 @@ class TransformerDecoderLayer(nn.Module):
     ``x = x + Dropout(CausalSelfAttn(LN(x)))``; ``x = x + Dropout(CrossAttn(LN(x), memory))``;
     ``x = x + Dropout(FFN(LN(x)))``.
 
-    Its cache is ``{"self": {...}, "cross": {...}}``, one :class:`MultiHeadAttention` cache each.
+    Its cache is ``{"self": {...}, "source": {...}}``, one :class:`MultiHeadAttention` cache each
+    (``"source"``: the cross-attention keys/values, which depend on the source only).
     """
 
     def __init__(self, d_model: int, num_heads: int, ffn_dim: int, dropout: float = 0.1, activation: str = "relu") -> None:
@@ -248,7 +262,7 @@ class TransformerDecoderLayer(nn.Module):
         self.cross_attn = MultiHeadAttention(d_model, num_heads, dropout=dropout)
         self.ffn_norm = nn.LayerNorm(d_model)
         self.ffn = FeedForward(d_model, ffn_dim, dropout=dropout, activation=activation)
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
 
     def forward(
         self,
@@ -259,23 +273,32 @@ class TransformerDecoderLayer(nn.Module):
         need_weights: bool = False,
     ) -> Tuple[Tensor, Optional[Tensor], Optional[Cache]]:
         """``x (B, T, D)``, ``memory (B, S, D)``, ``memory_mask (B, S)`` -> ``(B, T, D)``,
-        cross-attention weights ``(B, heads, T, S)`` or ``None``, new cache or ``None``."""
+        cross-attention weights ``(B, heads, T, S)`` or ``None``, new cache or ``None``.
+
+        ``memory`` may also have ``B / k`` rows, each shared by ``k`` consecutive rows of ``x``
+        (beams): their queries then attend together, as ``k * T`` queries of one row
+        (``need_weights`` must be false)."""
         h = self.self_attn_norm(x)
         h, _, self_cache = self.self_attn(h, h, h, causal=True, cache=None if cache is None else cache["self"])
         x = x + self.dropout(h)
         h = self.cross_attn_norm(x)
+        group = x.size(0) // memory.size(0)
+        if group > 1:
+            if need_weights:
+                raise ValueError("cross-attention weights need one memory row per query row")
+            h = h.reshape(memory.size(0), group * x.size(1), x.size(2))
         h, weights, cross_cache = self.cross_attn(
             h,
             memory,
             memory,
             key_mask=memory_mask,
-            cache=None if cache is None else cache["cross"],
+            cache=None if cache is None else cache["source"],
             static_kv=True,
             need_weights=need_weights,
         )
-        x = x + self.dropout(h)
+        x = x + self.dropout(h.view(x.shape))
         x = x + self.dropout(self.ffn(self.ffn_norm(x)))
-        new_cache = None if cache is None else {"self": self_cache, "cross": cross_cache}
+        new_cache = None if cache is None else {"self": self_cache, "source": cross_cache}
         return x, weights, new_cache
 
 
@@ -284,7 +307,8 @@ class TransformerDecoder(Decoder):
 
     Teacher forcing runs all positions at once under a causal mask; :meth:`step` runs one position
     and keeps per-layer keys/values in the cache: ``{"length": int, "layers": [{"self": {"k", "v"},
-    "cross": {"k", "v"}}, ...]}`` where ``length`` is the number of positions decoded so far.
+    "source": {"k", "v", "mask", "empty_rows"}}, ...]}`` where ``length`` is the number of positions
+    decoded so far (see :class:`~s2s_tasks.nn.attention.MultiHeadAttention` for the buffers).
 
     ``copy_attention``: pointer-generator (See et al., 2017, eq. 8-9) whose copy distribution
     ``a_t`` is the last layer's cross-attention, averaged over heads or, with
@@ -364,8 +388,13 @@ class TransformerDecoder(Decoder):
             return logits, attention
         return logits
 
+    @property
+    def shares_source_rows(self) -> bool:
+        # copy attention scatters per-row attention onto per-row source ids: one source row per row
+        return not self.copy_attention
+
     def init_cache(self, enc_out: EncoderOutput) -> Cache:
-        return {"length": 0, "layers": [{"self": {}, "cross": {}} for _ in self.layers]}
+        return {"length": 0, "layers": [{"self": {}, "source": {}} for _ in self.layers]}
 
     def step(self, last_tokens: Tensor, enc_out: EncoderOutput, cache: Optional[Cache]) -> Tuple[Tensor, Cache]:
         if cache is None:

@@ -11,6 +11,8 @@ from typing import Optional
 import torch
 from torch import Tensor, nn
 
+from .dropout import Dropout
+
 POSITIONAL_CHOICES = ("sinusoidal", "learned", "none")
 
 
@@ -128,7 +130,7 @@ class Embeddings(nn.Module):
             self.position = LearnedPositionalEmbedding(dim, max_positions)
         else:
             self.position = None
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
 
     def forward(self, ids: Tensor, offset: int = 0) -> Tensor:
         """``ids (B, T)`` long -> ``(B, T, D)``; ``offset`` is the position of ``ids[:, 0]``

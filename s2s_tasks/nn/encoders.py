@@ -14,6 +14,7 @@ from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from .attention import MultiHeadAttention
+from .dropout import Dropout
 from .embedding import Embeddings
 from .types import EncoderOutput
 
@@ -82,7 +83,7 @@ class RNNEncoder(Encoder):
             bidirectional=bidirectional,
             dropout=dropout if num_layers > 1 else 0.0,
         )
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
 
     @property
     def output_size(self) -> int:
@@ -116,7 +117,7 @@ class FeedForward(nn.Module):
         self.net = nn.Sequential(
             nn.Linear(d_model, ffn_dim),
             ACTIVATIONS[activation](),
-            nn.Dropout(dropout),
+            Dropout(dropout),
             nn.Linear(ffn_dim, d_model),
         )
         for layer in (self.net[0], self.net[3]):
@@ -139,7 +140,7 @@ class TransformerEncoderLayer(nn.Module):
         self.self_attn = MultiHeadAttention(d_model, num_heads, dropout=dropout)
         self.ffn_norm = nn.LayerNorm(d_model)
         self.ffn = FeedForward(d_model, ffn_dim, dropout=dropout, activation=activation)
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
 
     def forward(self, x: Tensor, mask: Tensor) -> Tensor:
         """``x (B, S, D)``, ``mask (B, S)`` -> ``(B, S, D)``."""

@@ -53,19 +53,30 @@ class EncoderOutput:
 Cache = Dict[str, Any]
 
 
-def reorder_cache(cache: Cache, index: Tensor) -> Cache:
+def reorder_cache(cache: Cache, index: Tensor, source_index: Optional[Tensor] = None, keep_source: bool = False) -> Cache:
     """Select rows ``index`` (``(B',)`` long) of every tensor in ``cache``; non-tensors are kept.
 
     Nested dicts and lists/tuples of tensors (one entry per layer) are handled recursively.
+
+    Entries under a ``"source"`` key hold what depends on the source alone (cross-attention keys
+    and values, projected attention keys); they are selected with ``source_index`` when given
+    (a decoder whose source state has one row per input while the search runs several rows per
+    input, see :attr:`s2s_tasks.nn.decoders.Decoder.shares_source_rows`), and kept as they are
+    with ``keep_source=True``: the caller promises that every row of ``index`` takes the place
+    of a row with the same source (beam search reordering the beams of each input; fairseq skips
+    the encoder-decoder attention state likewise when the batch size is unchanged).
     """
 
-    def pick(value: Any) -> Any:
+    def pick(value: Any, rows: Tensor) -> Any:
         if isinstance(value, Tensor):
-            return value.index_select(0, index)
+            return value.index_select(0, rows)
         if isinstance(value, dict):
-            return {k: pick(v) for k, v in value.items()}
+            return {
+                k: (v if keep_source else pick(v, rows if source_index is None else source_index)) if k == "source" else pick(v, rows)
+                for k, v in value.items()
+            }
         if isinstance(value, (list, tuple)):
-            return type(value)(pick(v) for v in value)
+            return type(value)(pick(v, rows) for v in value)
         return value
 
-    return pick(cache)
+    return pick(cache, index)

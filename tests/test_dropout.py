@@ -1,0 +1,44 @@
+"""The faster CPU dropout of s2s_tasks.nn.dropout keeps F.dropout's contract."""
+
+import pytest
+import torch
+
+from s2s_tasks.nn.dropout import Dropout, drop_mask, dropout
+
+
+@pytest.mark.parametrize("p", [0.1, 0.3, 0.5])
+def test_drop_rate_and_scaling(p):
+    torch.manual_seed(0)
+    x = torch.ones(200_003)  # not a multiple of the four lanes per random integer
+    y = dropout(x, p)
+    dropped = (y == 0).float().mean().item()
+    assert abs(dropped - p) < 0.005
+    kept = y[y != 0]
+    torch.testing.assert_close(kept, torch.full_like(kept, 1 / (1 - p)))
+    # every lane position is equally likely to be dropped (no biased sign bit)
+    lanes = (drop_mask(torch.Size([400_000]), p, x.device).view(-1, 4).float().mean(0))
+    assert torch.all((lanes - p).abs() < 0.01)
+
+
+def test_gradient_uses_the_same_mask():
+    torch.manual_seed(1)
+    x = torch.randn(64, 33, requires_grad=True)
+    y = dropout(x, 0.25)
+    y.sum().backward()
+    expected = torch.where(y == 0, 0.0, 1 / 0.75)
+    torch.testing.assert_close(x.grad, expected)
+
+
+def test_eval_zero_p_and_seeding():
+    x = torch.randn(8, 16)
+    layer = Dropout(0.2)
+    assert layer.eval()(x) is x
+    assert dropout(x, 0.0) is x
+    layer.train()
+    torch.manual_seed(3)
+    a = layer(x)
+    torch.manual_seed(3)
+    b = layer(x)
+    assert torch.equal(a, b)  # draws from torch's seeded default generator
+    assert not torch.equal(a, layer(x))
+    assert dropout(x.double(), 0.2).dtype == torch.float64
