@@ -31,8 +31,10 @@ Part 3 (when ``--data`` holds Multi30k as ``train.jsonl``/``validation.jsonl``, 
 columns, then the share of padding per epoch with our token-budget buckets against fixed-size
 random batches of the same mean size, the wall time of one training epoch of each at the joeynmt
 model size, training throughput in target tokens/s on that data, and the time to decode the
-first 1,000 validation sentences with beam 5 and with greedy search (with the weights of that
-one epoch; output lengths as our translation config allows: ``1.5 * source + 10``).
+first 1,000 validation sentences with beam 5 and with greedy search, with the weights of that
+one epoch: once with every output held to its reference's length (a one-epoch model rarely
+stops by itself yet; a trained one produces about those lengths) and once up to our translation
+config's limit, ``1.5 * source + 10`` tokens (the worst case).
 
 Prints a table per part and writes one JSON file.
 """
@@ -57,7 +59,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 from common import write_json  # noqa: E402
 
-from s2s_tasks.generation import GenerationConfig, generate  # noqa: E402
+from s2s_tasks.generation import GenerationConfig, beam_search, generate, greedy_search  # noqa: E402
 from s2s_tasks.nn.seq2seq import build_seq2seq  # noqa: E402
 
 PAD, BOS, EOS, FIRST_WORD = 0, 1, 2, 4
@@ -147,19 +149,28 @@ class PeakMemory:
         self.peak_mib = max(0.0, (peak - self._start) / 2**20)
 
 
-def gemm_peak(dtype: torch.dtype, device: torch.device, size: int = 1024, repeats: int = 5) -> float:
-    """Best GFLOP/s of a ``size``-cubed matrix product in ``dtype`` (the machine's practical peak)."""
-    a = torch.randn(size, size, device=device).to(dtype)
-    b = torch.randn(size, size, device=device).to(dtype)
-    a @ b
-    best = math.inf
-    for _ in range(repeats):
-        sync(device)
-        start = time.perf_counter()
-        a @ b
-        sync(device)
-        best = min(best, time.perf_counter() - start)
-    return 2 * size**3 / best / 1e9
+def gemm_peak(dtype: torch.dtype, device: torch.device, a: argparse.Namespace, repeats: int = 5) -> float:
+    """Best GFLOP/s of matrix products in ``dtype``: a 1024-cubed one and the model's FFN shape
+    (batch x target rows times ``d_model x ffn``). Kernels differ a lot
+    by shape where a dtype has no hardware support (bf16 on AVX2 CPUs), so one shape would
+    understate the peak and overstate the utilisation."""
+    rows = a.batch * a.tgt_len
+    best = 0.0
+    for m, k, n in ((1024, 1024, 1024), (rows, a.d_model, a.ffn)):
+        x = torch.randn(m, k, device=device).to(dtype)
+        w = torch.randn(n, k, device=device).to(dtype)
+        # both layouts: x @ w^T as nn.Linear computes it, and x @ w with w stored (k, n)
+        for product in (lambda: F.linear(x, w), lambda w_kn=w.t().contiguous(): x @ w_kn):
+            product()
+            fastest = math.inf
+            for _ in range(repeats):
+                sync(device)
+                start = time.perf_counter()
+                product()
+                sync(device)
+                fastest = min(fastest, time.perf_counter() - start)
+            best = max(best, 2 * m * k * n / fastest / 1e9)
+    return best
 
 
 def forward_flops(a: argparse.Namespace, new_tokens_only: bool = False, rows: Optional[int] = None) -> float:
@@ -445,8 +456,15 @@ def real_data(a: argparse.Namespace, device: torch.device) -> Optional[Dict[str,
     lengths = [len(s) for s in valid.src_ids[:n]]
     batches = list(TokenBudgetBatchSampler(lengths, max_tokens=a.max_tokens, shuffle=False))
     decode: Dict[str, Any] = {"sentences": n}
-    for name, config in (("beam5", GenerationConfig(strategy="beam", beam_size=5, max_length=128, max_length_a=1.5, max_length_b=10)),
-                         ("greedy", GenerationConfig(strategy="greedy", max_length=128, max_length_a=1.5, max_length_b=10))):
+    # A one-epoch model rarely stops by itself yet, so it is decoded twice: with each output held
+    # to its reference's length (forced EOS there: the lengths a trained model produces) and up to
+    # our translation config's limit, 1.5 * source + 10 (the worst case).
+    runs = (
+        ("beam5", "beam", 5, "reference"), ("greedy", "greedy", 1, "reference"),
+        ("beam5_limit", "beam", 5, "config"), ("greedy_limit", "greedy", 1, "config"),
+    )
+    for name, strategy, beam, lengths_from in runs:
+        config = GenerationConfig(strategy=strategy, beam_size=beam, max_length=128, max_length_a=1.5, max_length_b=10)
         out_tokens = 0
         sync(device)
         start = time.perf_counter()
@@ -454,12 +472,18 @@ def real_data(a: argparse.Namespace, device: torch.device) -> Optional[Dict[str,
             for indices in batches:
                 batch = vcollate(indices)
                 enc = model.encode(batch["src_ids"].to(device), batch["src_mask"].to(device))
-                out = generate(model.decoder, enc, bos_id=BOS, eos_id=EOS, config=config)
+                if lengths_from == "reference":
+                    limits = torch.tensor([len(valid.tgt_ids[i]) for i in indices], device=device)
+                    search = beam_search if beam > 1 else greedy_search
+                    extra = {"beam_size": beam} if beam > 1 else {}
+                    out = search(model.decoder, enc, bos_id=BOS, eos_id=EOS, max_lengths=limits, **extra)
+                else:
+                    out = generate(model.decoder, enc, bos_id=BOS, eos_id=EOS, config=config)
                 out_tokens += sum(len(h[0]) + 1 for h in out.tokens)
         sync(device)
         seconds = time.perf_counter() - start
-        decode[name] = {"seconds": seconds, "output_tokens": out_tokens}
-        print(f"  {name} decoding of {n} sentences: {seconds:.1f} s", flush=True)
+        decode[name] = {"seconds": seconds, "output_tokens": out_tokens, "lengths": lengths_from}
+        print(f"  {name} decoding of {n} sentences: {seconds:.1f} s ({out_tokens} tokens)", flush=True)
     return {"pairs": len(train), "vocab": vocab, "batching": stats, "decode": decode}
 
 
@@ -470,7 +494,9 @@ def print_real(res: Dict[str, Any]) -> None:
     for name, r in res["batching"].items():
         print(f"{name:<14}{100 * r['padding_share']:>8.1f}%{r['batches']:>9}{r['seconds']:>9.1f}{r['target_tokens_per_s']:>11.0f}")
     d = res["decode"]
-    print(f"decoding {d['sentences']} validation sentences: beam 5 {d['beam5']['seconds']:.1f} s, greedy {d['greedy']['seconds']:.1f} s")
+    print(f"decoding {d['sentences']} validation sentences, outputs as long as their references: beam 5 "
+          f"{d['beam5']['seconds']:.1f} s, greedy {d['greedy']['seconds']:.1f} s; up to 1.5 * source + 10 tokens: "
+          f"beam 5 {d['beam5_limit']['seconds']:.1f} s, greedy {d['greedy_limit']['seconds']:.1f} s")
 
 
 # ------------------------------------------------------------------------------------------ main
@@ -481,7 +507,7 @@ def main(argv: Optional[List[str]] = None) -> None:
     torch.set_num_threads(a.threads)
     device = torch.device(a.device)
     kinds = a.only or ["train_fp32", "train_bf16", "eval", "greedy", "beam"]
-    peaks = {"fp32": gemm_peak(torch.float32, device), "bf16": gemm_peak(torch.bfloat16, device)}
+    peaks = {"fp32": gemm_peak(torch.float32, device, a), "bf16": gemm_peak(torch.bfloat16, device, a)}
     env = {"torch": torch.__version__, "threads": torch.get_num_threads(), "device": str(device),
            "cpu": platform.processor() or platform.machine(), "gemm_peak_gflops": peaks}
     print(f"torch {torch.__version__}, {a.threads} threads, GEMM peak fp32 {peaks['fp32']:.0f} GFLOP/s, "

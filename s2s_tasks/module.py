@@ -23,7 +23,8 @@ log = logging.getLogger(__name__)
 def warn_if_slow_bf16(precision: str, device: torch.device) -> bool:
     """Warn (and return True) when bf16 is asked for on a CPU without bf16 instructions
     (AVX512-BF16 or AMX), where PyTorch's bf16 matrix products run without hardware support:
-    measured 80 times slower than float32 on a 2-core AVX2 machine (``benchmarks/speed.py``)."""
+    7 to 80 times slower than float32 by shape on a 2-core AVX2 machine, a training step 21 times
+    (``benchmarks/speed.py``)."""
     if not precision.startswith("bf16") or device.type != "cpu" or torch.ops.mkldnn._is_mkldnn_bf16_supported():
         return False
     log.warning(
