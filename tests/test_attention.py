@@ -108,20 +108,28 @@ def test_mha_fully_masked_rows_no_nan():
             assert torch.all(weights[1] == 0)
 
 
+def _one_position_at_a_time(mha, x):
+    """Causal self-attention over ``x (B, T, D)`` one step at a time: outputs ``(B, T, D)``, the
+    final cache and the cache capacities seen on the way."""
+    cache: dict = {}
+    outputs, capacities = [], set()
+    for t in range(x.size(1)):
+        step = x[:, t : t + 1]
+        out, _, cache = mha(step, step, step, causal=True, cache=cache)
+        outputs.append(out)
+        capacities.add(cache["k"].size(2))
+    return torch.cat(outputs, dim=1), cache, capacities
+
+
 def test_mha_self_attention_cache_matches_full_causal_pass():
     torch.manual_seed(0)
     mha = MultiHeadAttention(D, H).eval()
     x = torch.randn(B, 6, D)
     full, _, _ = mha(x, x, x, causal=True)
-    cache: dict = {}
-    outputs = []
-    for t in range(6):
-        step = x[:, t : t + 1]
-        out, _, cache = mha(step, step, step, causal=True, cache=cache)
-        outputs.append(out)
+    stepped, cache, _ = _one_position_at_a_time(mha, x)
     # a buffer with room to spare, of which the first 6 positions are filled
     assert cache["filled"] == 6 and cache["k"].shape[:2] == (B, H) and cache["k"].shape[3] == D // H
-    torch.testing.assert_close(torch.cat(outputs, dim=1), full, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(stepped, full, atol=1e-5, rtol=1e-5)
 
     # a chunk of several positions after cached ones: causal mask offset by the cache length
     _, _, cache = mha(x[:, :2], x[:, :2], x[:, :2], causal=True, cache={})
@@ -135,14 +143,9 @@ def test_mha_cache_grows_past_its_capacity():
     mha = MultiHeadAttention(D, H).eval()
     x = torch.randn(B, 40, D)
     full, _, _ = mha(x, x, x, causal=True)
-    cache: dict = {}
-    outputs, capacities = [], set()
-    for t in range(40):
-        out, _, cache = mha(x[:, t : t + 1], x[:, t : t + 1], x[:, t : t + 1], causal=True, cache=cache)
-        outputs.append(out)
-        capacities.add(cache["k"].size(2))
+    stepped, _, capacities = _one_position_at_a_time(mha, x)
     assert capacities == {16, 32, 64}  # doubled twice, copied only then
-    torch.testing.assert_close(torch.cat(outputs, dim=1), full, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(stepped, full, atol=1e-5, rtol=1e-5)
 
 
 def test_mha_loads_separate_projection_weights():

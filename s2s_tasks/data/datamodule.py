@@ -75,9 +75,9 @@ class EncodedSplit(Dataset):
         return i  # the collator looks the example up; cheaper than building a dict per example
 
     def lengths(self) -> List[int]:
-        if self.tgt_ids is None:
-            return [len(s) for s in self.src_ids]
-        return [max(len(s), len(t) + 1) for s, t in zip(self.src_ids, self.tgt_ids)]
+        """Batching cost per example: the longer of source and target (``<s> y`` / ``y </s>``)."""
+        pairs = self.tie_lengths()
+        return [len(s) for s in self.src_ids] if pairs is None else [max(pair) for pair in pairs]
 
     def tie_lengths(self) -> Optional[List[Tuple[int, int]]]:
         """``(source, target)`` lengths that order examples of equal :meth:`lengths` in a bucket

@@ -46,7 +46,7 @@ class TokenBudgetBatchSampler(Sampler[List[int]]):
             examples of equal cost: the cost is the longer side, so sorting by it alone mixes
             examples whose other side differs, which is padding. On Multi30k (joint BPE 8k,
             4,096-token batches) this takes the padding share from 6.5% to 3.9%
-            (``benchmarks/speed.py``).
+            (``python benchmarks/speed.py --parts 3 --padding_only``).
         max_tokens: token budget per batch (config ``data.max_tokens``).
         max_batch_size: optional cap on examples per batch (config ``data.max_batch_size``).
         shuffle: shuffle within length buckets and the batch order, anew each epoch.

@@ -234,10 +234,6 @@ class MultiHeadAttention(nn.Module):
                 state_dict[f"{prefix}in_proj.{kind}"] = torch.cat([state_dict.pop(key) for key in old])
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
-    def _split_heads(self, x: Tensor) -> Tensor:
-        """``(B, T, D) -> (B, heads, T, D/heads)``."""
-        return x.view(x.size(0), x.size(1), self.num_heads, self.head_dim).transpose(1, 2)
-
     def _project(self, x: Tensor, first: int, count: int) -> List[Tensor]:
         """``count`` of the projections Q, K, V (from ``first``) of ``x (B, T, D)`` in one matrix
         product, each split into heads ``(B, heads, T, D/heads)``."""

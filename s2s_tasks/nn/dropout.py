@@ -4,9 +4,9 @@
 Twister, which makes it the most expensive element-wise operation of a Transformer training
 step on the CPU (about 10% of the step at d_model 256). Here one 64-bit random integer
 gives the mask of four elements: each 16-bit lane is compared with ``p * 2^16``, so the
-dropout probability is exact to 2^-16 (0.1 becomes 0.100006). Measured on a 2-core AVX2 CPU,
-one thread, a ``(32, 64, 1024)`` float32 tensor: 37-45 ms for ``F.dropout``, 9-14 ms here
-(``benchmarks/speed.py`` measures the effect on a whole training step). On other devices,
+dropout probability is exact to 2^-16 (0.1 becomes 0.100006). Forward + backward on a 2-core
+AVX2 CPU, 2 threads, a ``(32, 64, 1024)`` float32 tensor: 32 ms for ``F.dropout``, 16 ms here,
+1.8-2x on every shape of a training step (``python benchmarks/dropout.py``). On other devices,
 whose ``F.dropout`` kernels draw the mask in place, ``F.dropout`` is used.
 The random integers come from torch's default generator, so ``seed_everything`` and the
 random states saved in checkpoints cover them as before.
