@@ -117,8 +117,9 @@ WEIGHT_SHAPING_KEYS = frozenset({
     # structured-prediction heads
     "head", "pooling", "crf", "hidden_size",
 })
-#: filled in by the data module (link_arguments), never from the checkpoint's hyperparameters
-LINKED_KEYS = frozenset({"vocab_size", "pad_id", "num_labels"})
+#: filled in by the data module (link_arguments), or about how a run starts: never taken from
+#: the checkpoint's hyperparameters
+LINKED_KEYS = frozenset({"vocab_size", "pad_id", "num_labels", "task_setup", "init_from"})
 
 
 #: data settings that describe where data is and how it is batched, not how text is encoded:
@@ -152,6 +153,35 @@ def _merge_checkpoint_hparams(current, defaults, stored: dict, skip: frozenset =
             current[key] = value
         elif given == default:
             current[key] = value
+
+
+def _apply_init_from(config, defaults, task: str) -> None:
+    """``model.init_from``: the run takes the checkpoint's tokenizer, its label set for this task
+    and the settings that shape the weights (architecture, sizes, head), so that the weights fit."""
+    from s2s_tasks.checkpoint import load_checkpoint
+
+    path = config.model.init_from
+    checkpoint = load_checkpoint(path)
+    extras = checkpoint.get("s2s_tasks") or {}
+    if not extras.get("tokenizer"):
+        raise ValueError(f"model.init_from {path} is not an s2s-tasks checkpoint (it holds no tokenizer); pass one written by s2s-tasks fit")
+    if config.data.get("tokenizer_file") is None:
+        config.data.tokenizer_file = path
+    stored = dict(checkpoint.get("hyper_parameters") or {})
+    labels = extras.get("label_maps") or {}
+    if extras.get("task") == "multitask" and task != "multitask":
+        task_settings = dict((stored.get("task_options") or {}).get(task) or {})
+        setup = dict((stored.get("task_setup") or {}).get(task) or {})
+        stored = {**{k: v for k, v in stored.items() if k not in ("task_options", "task_setup")}, **task_settings}
+        if "head" in setup:
+            stored["head"] = setup["head"]
+        labels = {"labels": labels[task]} if labels.get(task) else {}
+    shaping = {k: v for k, v in stored.items() if k in WEIGHT_SHAPING_KEYS}
+    _merge_checkpoint_hparams(config.model, defaults.model, shaping)
+    if labels.get("labels") and "labels" in config.data and config.data.get("labels") is None:
+        config.data.labels = list(labels["labels"])
+    if "head" in config.model and "head" in config.data:
+        config.data.head = config.model.head
 
 
 def _class_path(node) -> str:
@@ -241,6 +271,7 @@ def _build_cli_class():
     from pytorch_lightning.cli import LightningCLI
 
     from s2s_tasks.callbacks import PredictionWriter
+    from s2s_tasks.data.multitask import MultiTaskDataModule
     from s2s_tasks.data.structured import StructuredDataModule
 
     class S2STasksCLI(LightningCLI):
@@ -249,6 +280,9 @@ def _build_cli_class():
             parser.add_lightning_class_args(PredictionWriter, "predictions")
             parser.link_arguments("data.vocab_size", "model.vocab_size", apply_on="instantiate")
             parser.link_arguments("data.pad_id", "model.pad_id", apply_on="instantiate")
+            if issubclass(self.datamodule_class, MultiTaskDataModule):
+                parser.link_arguments("model.mode", "data.mode")  # the data encodes by the model's mode
+                parser.link_arguments("data.task_setup", "model.task_setup", apply_on="instantiate")
             if issubclass(self.datamodule_class, StructuredDataModule):
                 parser.link_arguments("data.num_labels", "model.num_labels", apply_on="instantiate")
                 # the model's head decides how the data is encoded (features or text pairs)
@@ -324,6 +358,9 @@ def _build_cli_class():
             if ckpt_path and ckpt_path not in ("last", "best", "hpc") and config.data.get("tokenizer_file") is None:
                 # the checkpoint carries its tokenizer: the vocabulary must be the one it was trained with
                 config.data.tokenizer_file = ckpt_path
+            if config.model.get("init_from"):
+                _apply_init_from(config, self._subcommand_parsers[self.subcommand].get_defaults(),
+                                 getattr(self.model_class, "task_name", ""))
             if self.subcommand == "predict" and config.get("return_predictions") is None:
                 # the PredictionWriter streams predictions to the output file; keeping them all in
                 # memory as well would make predict's memory grow with the input file

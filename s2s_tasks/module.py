@@ -97,6 +97,55 @@ class BaseModule(pl.LightningModule):
             self.tokenizer = datamodule.tokenizer
         if self._trainer is not None:
             warn_if_slow_bf16(str(self.trainer.precision), self.trainer.strategy.root_device)
+        init_from = self.hparams.get("init_from")
+        if init_from and not getattr(self, "_initialised", False):
+            # before Lightning restores a --ckpt_path checkpoint (which then wins) and before the optimizer exists
+            self.initialise_from(init_from)
+            self._initialised = True
+
+    def initialise_from(self, path: str) -> None:
+        """Copy the weights of checkpoint ``path`` into this model (``model.init_from``).
+
+        From a multi-task checkpoint the weights of this task's module are taken (prefix
+        ``task_modules.<task>.``), or, when the task was not one of its tasks, the shared network
+        (``shared.``). Every tensor whose name and shape match is copied; the others keep their
+        fresh initialisation and are reported (e.g. a classifier over a different label set).
+        """
+        from s2s_tasks.checkpoint import load_checkpoint
+
+        checkpoint = load_checkpoint(path)
+        extras = checkpoint.get(EXTRAS_KEY) or {}
+        state: Dict[str, torch.Tensor] = dict(checkpoint.get("state_dict") or {})
+        own = self.state_dict()
+        if extras.get("task") == "multitask" and self.task_name != "multitask":
+            prefix = f"task_modules.{self.task_name}."
+            if not any(key.startswith(prefix) for key in state):
+                # a task the multi-task model did not learn: its shared network only
+                target = "model." if any(key.startswith("model.") for key in own) else ""
+                if not target and any(key.startswith("shared.encoder.") for key in state):
+                    prefix = "shared.encoder."
+                else:
+                    prefix = "shared."
+                state = {target + key[len(prefix):]: value for key, value in state.items() if key.startswith(prefix)}
+                if not target:
+                    state = {"encoder." + key: value for key, value in state.items()}
+            else:
+                state = {key[len(prefix):]: value for key, value in state.items() if key.startswith(prefix)}
+        matching = {key: value for key, value in state.items() if key in own and own[key].shape == value.shape}
+        if not matching:
+            raise ValueError(
+                f"model.init_from {path}: none of its weights fit this model (task {extras.get('task')!r}, "
+                f"{len(state)} tensors); check the architecture settings (model.d_model, layers ...) or pass another checkpoint"
+            )
+        self.load_state_dict(matching, strict=False)
+        misfits = sorted(key for key in state if key in own and key not in matching)
+        fresh = sorted(key for key in own if key not in matching)
+        log.info("model.init_from %s: %d of this model's %d tensors initialised from the checkpoint (task %s)",
+                 path, len(matching), len(own), extras.get("task"))
+        if fresh:
+            log.warning("model.init_from: %d tensors start from scratch%s: %s", len(fresh),
+                        f" ({len(misfits)} of a different shape in the checkpoint)" if misfits else "",
+                        ", ".join(fresh[:8]) + (" ..." if len(fresh) > 8 else ""))
 
     def label_maps(self) -> Dict[str, List[str]]:
         """Label inventories (e.g. ``{"labels": [...]}``) saved in checkpoints; none for text generation."""

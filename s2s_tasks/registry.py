@@ -6,9 +6,10 @@ Classes are named by import path so that listing the tasks (``s2s-tasks --help``
 from __future__ import annotations
 
 import importlib
+import inspect
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, Tuple, Type
+from typing import Any, Dict, Tuple, Type
 
 
 
@@ -25,6 +26,55 @@ class TaskSpec:
 
     def classes(self) -> Tuple[Type, Type]:
         return _load(self.module), _load(self.datamodule)
+
+    def default_config(self) -> Dict[str, Any]:
+        """The task's default config (``configs/NAME.yaml``) as plain data."""
+        import yaml
+
+        with open(self.config_file, encoding="utf-8") as handle:
+            return yaml.safe_load(handle) or {}
+
+
+def init_parameters(cls: Type) -> Dict[str, inspect.Parameter]:
+    """A class's ``__init__`` parameters by name, following ``**kwargs`` up its base classes
+    (a task class passes most of its arguments on to its base)."""
+    found: Dict[str, inspect.Parameter] = {}
+    for klass in cls.__mro__:
+        if "__init__" not in vars(klass):
+            continue
+        parameters = list(inspect.signature(vars(klass)["__init__"]).parameters.values())[1:]
+        for p in parameters:
+            if p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL):
+                found.setdefault(p.name, p)
+        if not any(p.kind == p.VAR_KEYWORD for p in parameters):
+            break
+    return found
+
+
+def complete_arguments(cls: Type, arguments: Dict[str, Any]) -> Dict[str, Any]:
+    """``arguments`` plus the default of every other ``__init__`` parameter of ``cls``: Lightning's
+    ``save_hyperparameters`` records only the arguments a subclass passes on through ``**kwargs``,
+    so a task class built from Python (not by the CLI, which passes them all) must get them all."""
+    complete = {name: p.default for name, p in init_parameters(cls).items() if p.default is not inspect.Parameter.empty}
+    complete.update(arguments)
+    return complete
+
+
+def build(cls: Type, arguments: Dict[str, Any]) -> Any:
+    """``cls(**arguments)`` for a task's LightningModule or LightningDataModule built inside another
+    one (multi-task), with every ``__init__`` argument recorded by ``save_hyperparameters``.
+
+    Inside LightningCLI's instantiation ``save_hyperparameters`` records the hyperparameters the
+    CLI gave the outer object, and elsewhere only what a subclass passes on through ``**kwargs``;
+    so the complete arguments are given to it here, the way LightningCLI gives them."""
+    from pytorch_lightning.core.mixins.hparams_mixin import _given_hyperparameters
+
+    complete = complete_arguments(cls, arguments)
+    token = _given_hyperparameters.set(dict(complete))
+    try:
+        return cls(**complete)
+    finally:
+        _given_hyperparameters.reset(token)
 
 
 def _load(path: str) -> Type:
@@ -84,8 +134,17 @@ TASKS: Dict[str, TaskSpec] = {
             "s2s_tasks.tasks.relation_extraction.data:RelationExtractionDataModule",
             "relation between two marked entities (encoder head or generated); micro-F1, SemEval macro-F1",
         ),
+        TaskSpec(
+            "multitask",
+            "s2s_tasks.multitask_module:MultiTaskModule",
+            "s2s_tasks.data.multitask:MultiTaskDataModule",
+            "several of the tasks above in one model (shared encoder/decoder, one tokenizer); each task's metrics",
+        ),
     )
 }
+
+#: the tasks a multi-task model can combine
+SINGLE_TASKS = tuple(name for name in TASKS if name != "multitask")
 
 
 def get_task(name: str) -> TaskSpec:

@@ -7,7 +7,7 @@ import dataclasses
 import inspect
 import math
 import warnings
-from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, ClassVar, Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn.functional as F
@@ -59,6 +59,11 @@ class Seq2SeqModule(BaseModule):
         beam_validation_every_n_epochs: if > 0, also decode the first ``beam_validation_examples``
             validation examples with ``generation`` every that many epochs (logged as ``val/beam_*``).
         log_examples: how many validation predictions to print after each validation.
+        init_from: a checkpoint whose weights initialise this model before training (fine-tuning;
+            the optimizer starts afresh, unlike ``--ckpt_path``): one of this task, of another task
+            (the tensors that fit are taken), or of a multi-task model (this task's weights, or
+            only the shared ones when it was not one of its tasks); see
+            :meth:`~s2s_tasks.module.BaseModule.initialise_from`. Its tokenizer is then used too.
     """
 
     def __init__(
@@ -97,6 +102,7 @@ class Seq2SeqModule(BaseModule):
         beam_validation_every_n_epochs: int = 0,
         beam_validation_examples: int = 200,
         log_examples: int = 2,
+        init_from: Optional[str] = None,
     ) -> None:
         super().__init__(learning_rate, weight_decay, adam_betas, warmup_steps, lr_schedule, min_lr_ratio)
         if vocab_size <= 0:
@@ -246,6 +252,9 @@ class Seq2SeqModule(BaseModule):
 
     #: whether ``val/ppl`` (exp of the per-token loss) is meaningful for this model
     reports_perplexity: bool = True
+    #: the metric (a key of :meth:`compute_metrics`, 0-100) that selects checkpoints; multi-task
+    #: training averages it over tasks (:class:`s2s_tasks.multitask_module.MultiTaskModule`)
+    primary_metric: ClassVar[str] = ""
 
     def _beam_validation_due(self) -> bool:
         every = self.hparams.beam_validation_every_n_epochs
@@ -257,18 +266,27 @@ class Seq2SeqModule(BaseModule):
     def test_step(self, batch: Dict[str, Any], batch_idx: int) -> None:
         self._eval_step(batch, "test")
 
-    def _finish_eval(self, stage: str) -> None:
+    def eval_results(self, stage: str) -> Tuple[Dict[str, float], List[Tuple[Any, Any, Any]], Dict[str, str]]:
+        """What ``stage`` (``val`` or ``test``) evaluated, gathered from all ranks and consumed:
+        ``({"loss": ..., "ppl": ..., "<metric>": ..., "beam_<metric>": ...}, rows, signatures)``,
+        with one row ``(key, prediction, gold)`` per example in input order; ``({}, [], {})``
+        when nothing was evaluated. Called on every rank (the gathering is collective)."""
         # all ranks' batches, each counted once (DDP's padding repeats whole batches), summed in
         # key order: the same number whatever the world size
         batches = {key: (loss_sum, count) for key, loss_sum, count in self.gather_objects(self._eval_nll.pop(stage, []))}
+        if not batches:
+            self.gather_objects(self._eval_outputs.pop(stage, []))  # keep the ranks' collectives in step
+            self.gather_objects(self._eval_outputs.pop(f"{stage}_beam", []))
+            return {}, [], {}
         totals = [batches[key] for key in sorted(batches)]
         loss_sum, count = math.fsum(t[0] for t in totals), math.fsum(t[1] for t in totals)
         loss = loss_sum / max(count, 1.0)
-        metrics: Dict[str, float] = {f"{stage}/loss": loss}
+        metrics: Dict[str, float] = {"loss": loss}
         if self.reports_perplexity:
-            metrics[f"{stage}/ppl"] = float(torch.tensor(loss).exp())
+            metrics["ppl"] = float(torch.tensor(loss).exp())
         examples: List[Tuple[Any, Any, Any]] = []
-        for key, prefix in ((stage, f"{stage}/"), (f"{stage}_beam", f"{stage}/beam_")):
+        reported: Dict[str, str] = {}
+        for key, prefix in ((stage, ""), (f"{stage}_beam", "beam_")):
             rows = self.gather_objects(self._eval_outputs.pop(key, []))
             if not rows:
                 continue
@@ -276,8 +294,13 @@ class Seq2SeqModule(BaseModule):
             scores, signatures = self.compute_metrics([r[1] for r in rows], [r[2] for r in rows])
             metrics.update({prefix + name: value for name, value in scores.items()})
             if key == stage:
-                examples = rows
-                self._report_signatures(signatures)
+                examples, reported = rows, signatures
+        return metrics, examples, reported
+
+    def _finish_eval(self, stage: str) -> None:
+        results, examples, signatures = self.eval_results(stage)
+        self._report_signatures(signatures)
+        metrics = {f"{stage}/{name}": value for name, value in results.items()}
         # every rank holds the gathered values already, so no further sync is needed
         self.log_dict(metrics, prog_bar=True, sync_dist=False)
         if not self.trainer.sanity_checking:

@@ -103,13 +103,20 @@ class StructuredModule(Seq2SeqModule):
     def encode(self, batch: Dict[str, Any]) -> EncoderOutput:
         return self.encoder(batch["src_ids"], batch["src_mask"])
 
+    def training_losses(self, batch: Dict[str, Any]) -> Dict[str, torch.Tensor]:
+        """``loss`` (mean over the items the head scores) and ``tokens`` (how many items);
+        with ``head: generate`` the per-token losses of :class:`Seq2SeqModule`."""
+        if self.generates:
+            return super().training_losses(batch)
+        loss_sum, count = self.head_loss(self.head_forward(batch, self.encode(batch)), batch)
+        return {"loss": loss_sum / max(count, 1), "tokens": torch.tensor(max(count, 1))}
+
     def training_step(self, batch: Dict[str, Any], batch_idx: int) -> torch.Tensor:
         if self.generates:
             return super().training_step(batch, batch_idx)
-        loss_sum, count = self.head_loss(self.head_forward(batch, self.encode(batch)), batch)
-        loss = loss_sum / max(count, 1)
-        self.log("train/loss", loss, prog_bar=True, batch_size=max(count, 1))
-        return loss
+        losses = self.training_losses(batch)
+        self.log("train/loss", losses["loss"], prog_bar=True, batch_size=int(losses["tokens"]))
+        return losses["loss"]
 
     def _eval_step(self, batch: Dict[str, Any], stage: str) -> None:
         if self.generates:

@@ -54,6 +54,8 @@ class Records:
     lines: Optional[List[int]] = None
     first: int = 1
     features: Dict[str, Any] = field(default_factory=dict)
+    #: the record numbers of the rows when they are not consecutive (a :meth:`select`\ ion)
+    numbers: Optional[List[int]] = None
 
     @property
     def column_names(self) -> List[str]:
@@ -67,7 +69,15 @@ class Records:
 
     def number(self, i: int) -> int:
         """The 1-based record number of row ``i`` (the order of outputs)."""
-        return self.first + i
+        return self.first + i if self.numbers is None else self.numbers[i]
+
+    def select(self, rows: Sequence[int]) -> "Records":
+        """The table of the given rows only; they keep their record and line numbers."""
+        return Records(
+            {name: [values[i] for i in rows] for name, values in self.columns.items()}, self.origin,
+            lines=None if self.lines is None else [self.lines[i] for i in rows], first=self.first,
+            features=self.features, numbers=[self.number(i) for i in rows],
+        )
 
     def where(self, i: int) -> str:
         """``"<origin>, line 7"`` (or ``", record 7"``): where row ``i`` is, for messages."""

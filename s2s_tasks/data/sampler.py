@@ -28,7 +28,38 @@ class _EpochForwarder:
         self._batch_sampler.set_epoch(epoch)
 
 
-class TokenBudgetBatchSampler(Sampler[List[int]]):
+class EpochPosition:
+    """The epoch of a batch sampler and where a resumed epoch continues: ``set_epoch`` (from
+    Lightning, through :class:`_EpochForwarder`), and ``state_dict`` / ``load_state_dict`` as
+    :class:`~s2s_tasks.data.datamodule.ResumableDataLoader` saves and restores them. A subclass's
+    ``__iter__`` leaves out the first ``_skip`` batches when ``_skip_epoch == epoch``."""
+
+    def _start_epochs(self) -> None:
+        self.epoch = 0
+        #: batches of epoch ``_skip_epoch`` that the next iteration leaves out (already trained on)
+        self._skip = 0
+        self._skip_epoch = 0
+        #: Lightning reaches :meth:`set_epoch` through this attribute (see :class:`_EpochForwarder`)
+        self.sampler = _EpochForwarder(self)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Called by Lightning at the start of every epoch so each epoch reshuffles."""
+        self.epoch = epoch
+
+    def state_dict(self) -> Dict[str, int]:
+        """The epoch and how many of its batches the next iteration leaves out."""
+        return {"epoch": self.epoch, "batches_done": self._skip if self._skip_epoch == self.epoch else 0}
+
+    def load_state_dict(self, state: Dict[str, int]) -> None:
+        """Continue epoch ``state["epoch"]`` after its first ``state["batches_done"]`` batches."""
+        done = int(state.get("batches_done", 0))
+        if done < 0:
+            raise ValueError(f"batches_done must be >= 0, got {done}")
+        self.epoch = self._skip_epoch = int(state["epoch"])
+        self._skip = done
+
+
+class TokenBudgetBatchSampler(EpochPosition, Sampler[List[int]]):
     """Yield lists of example indices whose padded size stays within ``max_tokens``.
 
     A batch of ``n`` examples with longest length ``L`` costs ``n * L`` tokens; a batch is closed
@@ -88,29 +119,8 @@ class TokenBudgetBatchSampler(Sampler[List[int]]):
         self.seed = seed
         self.num_replicas = num_replicas
         self.rank = rank
-        self.epoch = 0
-        #: batches of epoch ``_skip_epoch`` that the next iteration leaves out (already trained on)
-        self._skip = 0
-        self._skip_epoch = 0
         self._cached: Optional[tuple] = None
-        #: Lightning reaches :meth:`set_epoch` through this attribute (see :class:`_EpochForwarder`)
-        self.sampler = _EpochForwarder(self)
-
-    def set_epoch(self, epoch: int) -> None:
-        """Called by Lightning at the start of every epoch so each epoch reshuffles."""
-        self.epoch = epoch
-
-    def state_dict(self) -> Dict[str, int]:
-        """The epoch and how many of its batches the next iteration leaves out."""
-        return {"epoch": self.epoch, "batches_done": self._skip if self._skip_epoch == self.epoch else 0}
-
-    def load_state_dict(self, state: Dict[str, int]) -> None:
-        """Continue epoch ``state["epoch"]`` after its first ``state["batches_done"]`` batches."""
-        done = int(state.get("batches_done", 0))
-        if done < 0:
-            raise ValueError(f"batches_done must be >= 0, got {done}")
-        self.epoch = self._skip_epoch = int(state["epoch"])
-        self._skip = done
+        self._start_epochs()
 
     @staticmethod
     def _combined_key(lengths: torch.Tensor, tie_lengths: Sequence[Sequence[int]]) -> torch.Tensor:

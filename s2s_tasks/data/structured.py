@@ -155,13 +155,10 @@ class StructuredDataModule(TextDataModule):
             hp = self.hparams
             if hp.labels:
                 self._label_names = list(hp.labels)
-            elif hp.tokenizer_file is not None and str(hp.tokenizer_file).endswith(".ckpt"):
-                from s2s_tasks.checkpoint import read_checkpoint_extras
-
-                stored = (read_checkpoint_extras(hp.tokenizer_file).get("label_maps") or {}).get("labels")
-                if not stored:
-                    raise ValueError(f"checkpoint {hp.tokenizer_file} has no label set; set data.labels")
-                self._label_names = list(stored)
+            elif self._checkpoint_labels():
+                self._label_names = self._checkpoint_labels()
+            elif hp.tokenizer_file is not None and str(hp.tokenizer_file).endswith(".ckpt") and not self.has_split("train"):
+                raise ValueError(f"checkpoint {hp.tokenizer_file} has no label set; set data.labels")
             elif self.has_split("train"):
                 examples, _ = self.examples("train")
                 found = {label for example in examples for label in self.example_labels(example)}
@@ -175,6 +172,15 @@ class StructuredDataModule(TextDataModule):
                 train, numbers = self.examples("train")
                 self._check_labels(train, numbers, self._origin("train"))
         return self._label_names
+
+    def _checkpoint_labels(self) -> List[str]:
+        """The labels of the checkpoint given as ``tokenizer_file`` (none for another file)."""
+        path = self.hparams.tokenizer_file
+        if path is None or not str(path).endswith(".ckpt"):
+            return []
+        from s2s_tasks.checkpoint import read_checkpoint_extras
+
+        return list((read_checkpoint_extras(path).get("label_maps") or {}).get("labels") or [])
 
     @property
     def num_labels(self) -> int:

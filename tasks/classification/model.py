@@ -41,6 +41,7 @@ class ClassificationModule(StructuredModule):
     """
 
     task_name = "classification"
+    primary_metric = "accuracy"
 
     def __init__(
         self,

@@ -27,6 +27,7 @@ class DialogueModule(Seq2SeqModule):
     """
 
     task_name = "dialogue"
+    primary_metric = "bleu2"
 
     def __init__(self, bleu_tokenize: str = "13a", **kwargs: Any) -> None:
         super().__init__(**kwargs)  # save_hyperparameters there records bleu_tokenize too

@@ -48,6 +48,7 @@ class NERModule(StructuredModule):
     """
 
     task_name = "ner"
+    primary_metric = "f1"
 
     def __init__(self, crf: bool = False, **kwargs: Any) -> None:
         if crf and kwargs.get("head") == "generate":

@@ -81,6 +81,7 @@ class QAModule(StructuredModule):
     """
 
     task_name = "qa"
+    primary_metric = "f1"
 
     def __init__(self, max_answer_tokens: int = 30, **kwargs: Any) -> None:
         if max_answer_tokens < 1:

@@ -77,6 +77,7 @@ class RelationExtractionModule(StructuredModule):
     """
 
     task_name = "relation_extraction"
+    primary_metric = "micro_f1"
 
     def __init__(self, pooling: str = "mean", hidden_size: int = 0, no_relation_label: str = "Other", **kwargs: Any) -> None:
         if pooling not in (*POOLINGS, "none"):

@@ -13,6 +13,7 @@ class SummarizationModule(Seq2SeqModule):
     (rouge-score F1 with Porter stemming; best reference when there are several)."""
 
     task_name = "summarization"
+    primary_metric = "rougeL"
 
     def compute_metrics(
         self, hypotheses: Sequence[str], references: Sequence[Sequence[str]]

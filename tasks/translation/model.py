@@ -21,6 +21,7 @@ class TranslationModule(Seq2SeqModule):
     """
 
     task_name = "translation"
+    primary_metric = "bleu"
 
     def __init__(self, bleu_tokenize: str = "13a", bleu_lowercase: bool = False, **kwargs: Any) -> None:
         super().__init__(**kwargs)  # save_hyperparameters there records bleu_* too
