@@ -28,12 +28,13 @@ from common import write_json
 
 from s2s_tasks.cli import main as s2s_tasks
 from s2s_tasks.data.task_sampler import task_probabilities
-from s2s_tasks.registry import SINGLE_TASKS
+from s2s_tasks.registry import SINGLE_TASKS, get_task
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
-#: the primary metric of each task (its checkpoint-selection metric)
-PRIMARY = {"translation": "bleu", "summarization": "rougeL", "dialogue": "bleu2", "classification": "accuracy",
-           "ner": "f1", "qa": "f1", "relation_extraction": "macro_f1"}
+
+def primary(task: str) -> str:
+    """The task's primary metric (what multi-task ``val/score`` averages)."""
+    return get_task(task).classes()[0].primary_metric
 #: data settings the shared data needs beyond the defaults (column names)
 DATA_SETTINGS = {
     "translation": {"source_column": "source_lc_tok", "target_column": "target_lc_tok"},
@@ -78,7 +79,7 @@ def single_task(task: str, args, workdir: Path) -> Dict:
     wall = time.perf_counter() - start
     metrics = validate(cli)
     return {"steps": cli.trainer.global_step, "wall_seconds": round(wall, 1), "metrics": metrics,
-            "primary": metrics[f"val/{PRIMARY[task]}"]}
+            "primary": metrics[f"val/{primary(task)}"]}
 
 
 def joint(tasks: List[str], args, workdir: Path) -> Dict:
@@ -94,7 +95,7 @@ def joint(tasks: List[str], args, workdir: Path) -> Dict:
     sizes = {t: len(cli.datamodule.task_data[t].encode_split("train")) for t in tasks}
     return {"steps": cli.trainer.global_step, "wall_seconds": round(wall, 1), "metrics": metrics,
             "probabilities": task_probabilities(sizes, "temperature", args.temperature),
-            "primary": {t: metrics[f"val/{t}/{PRIMARY[t]}"] for t in tasks}}
+            "primary": {t: metrics[f"val/{t}/{primary(t)}"] for t in tasks}}
 
 
 def main(argv: List[str]) -> None:
@@ -127,6 +128,7 @@ def main(argv: List[str]) -> None:
         for task in tasks:
             torch.manual_seed(0)
             results["single"][task] = single_task(task, args, Path(tmp) / task)
+            write_json(args.json, results)  # kept if a later run fails
             print(f"{task}: alone {results['single'][task]['primary']:.2f} ({results['single'][task]['wall_seconds']} s)", flush=True)
         torch.manual_seed(0)
         results["joint"] = joint(tasks, args, Path(tmp) / "joint")
@@ -134,12 +136,12 @@ def main(argv: List[str]) -> None:
     rows = []
     print(f"\nSingle-task ({args.steps} steps each) against joint training ({args.steps * len(tasks)} steps in all, "
           f"temperature {args.temperature}); d_model {args.d_model}, {args.layers} layers, {torch.get_num_threads()} threads\n")
-    print(f"| task | metric | alone | joint | joint - alone | share of joint steps |\n|---|---|---|---|---|---|")
+    print("| task | metric | alone | joint | joint - alone | share of joint steps |\n|---|---|---|---|---|---|")
     for task in tasks:
         alone, together = results["single"][task]["primary"], results["joint"]["primary"][task]
         share = results["joint"]["probabilities"][task]
-        rows.append({"task": task, "metric": PRIMARY[task], "alone": alone, "joint": together, "share": share})
-        print(f"| {task} | {PRIMARY[task]} | {alone:.2f} | {together:.2f} | {together - alone:+.2f} | {share:.2f} |")
+        rows.append({"task": task, "metric": primary(task), "alone": alone, "joint": together, "share": share})
+        print(f"| {task} | {primary(task)} | {alone:.2f} | {together:.2f} | {together - alone:+.2f} | {share:.2f} |")
     single_wall = sum(r["wall_seconds"] for r in results["single"].values())
     print(f"\nwall time: single-task runs {single_wall:.0f} s in all, joint {results['joint']['wall_seconds']:.0f} s")
     results["table"] = rows

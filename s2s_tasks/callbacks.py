@@ -29,19 +29,45 @@ class PredictionWriter(BasePredictionWriter):
 
     Args:
         output_file: where to write; default ``<log dir>/predictions.jsonl``.
+        save_attention: also draw the attention of each prediction over its source, one PNG per
+            input record (``record{index}.png``; models that generate only, see
+            :class:`~s2s_tasks.insight.PredictionAttention`); a few tenths of a second per record.
+        attention_dir: where the PNGs go; default ``<output file name>_attention/`` next to the
+            output file.
+        attention_layer, attention_head: Transformer cross-attention to draw (default: the last
+            layer, mean over heads), as for :class:`~s2s_tasks.insight.AttentionMaps`.
     """
 
-    def __init__(self, output_file: Optional[str] = None) -> None:
+    def __init__(
+        self,
+        output_file: Optional[str] = None,
+        save_attention: bool = False,
+        attention_dir: Optional[str] = None,
+        attention_layer: Optional[int] = None,
+        attention_head: Optional[int] = None,
+    ) -> None:
         super().__init__(write_interval="batch")
         self.output_file = output_file
+        self.save_attention = save_attention
+        self.attention_dir = attention_dir
+        self.attention_layer = attention_layer
+        self.attention_head = attention_head
         self._handle = None
         self._pending: List[Dict[str, Any]] = []
         self._written = 0
+        self._attention = None  # a PredictionAttention while predicting with save_attention
 
     def resolve_path(self, trainer: pl.Trainer) -> Path:
         if self.output_file:
             return Path(self.output_file)
         return Path(trainer.log_dir or trainer.default_root_dir) / "predictions.jsonl"
+
+    def attention_directory(self, trainer: pl.Trainer) -> Path:
+        """``attention_dir``, else ``<output file name>_attention/`` next to the output file."""
+        if self.attention_dir:
+            return Path(self.attention_dir)
+        path = self.resolve_path(trainer)
+        return path.with_name(f"{path.stem}_attention")
 
     def _part(self, trainer: pl.Trainer, rank: int) -> Path:
         path = self.resolve_path(trainer)
@@ -52,9 +78,17 @@ class PredictionWriter(BasePredictionWriter):
         part.parent.mkdir(parents=True, exist_ok=True)
         self._handle = open(part, "w", encoding="utf-8")
         self._pending, self._written = [], 0
+        self._attention = None
+        if self.save_attention:
+            from s2s_tasks.insight import PredictionAttention
+
+            self._attention = PredictionAttention.for_module(
+                pl_module, self.attention_directory(trainer), self.attention_layer, self.attention_head)
 
     def write_on_batch_end(self, trainer, pl_module, prediction, batch_indices, batch, batch_idx, dataloader_idx=0) -> None:
         self._pending.extend(prediction)
+        if self._attention is not None:
+            self._attention.write(batch, prediction)
         if batch.get("chunk_end", True):
             self._flush(pl_module)
 
@@ -76,6 +110,9 @@ class PredictionWriter(BasePredictionWriter):
         self._handle.close()
         self._handle = None
         path = self.resolve_path(trainer)
+        if self._attention is not None:
+            log.info("Wrote %d attention maps to %s", self._attention.written, self._attention.directory)
+            self._attention = None
         if trainer.world_size == 1:
             os.replace(self._part(trainer, 0), path)
             log.info("Wrote %d predictions to %s", self._written, path)

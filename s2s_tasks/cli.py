@@ -116,6 +116,8 @@ WEIGHT_SHAPING_KEYS = frozenset({
     "coverage_attention",
     # structured-prediction heads
     "head", "pooling", "crf", "hidden_size",
+    # parameter-efficient fine-tuning (recorded only by models that use it)
+    "peft", "lora_rank", "lora_targets", "adapter_size",
 })
 #: filled in by the data module (link_arguments), or about how a run starts: never taken from
 #: the checkpoint's hyperparameters
@@ -343,6 +345,11 @@ def _build_cli_class():
             _merge_checkpoint_hparams(config.model, defaults.model, dict(checkpoint.get("hyper_parameters") or {}))
             # how text was encoded (columns, lengths, lowercasing, task options) also defaults to the checkpoint's
             data_hparams = dict(checkpoint.get("datamodule_hyper_parameters") or {})
+            if "tasks" in data_hparams and config.data.get("tasks") == defaults.data.get("tasks"):
+                # a multi-task checkpoint: its own task list (where each task's data was is not kept)
+                config.data.tasks = {name: {k: v for k, v in (settings or {}).items() if k not in DATA_LOCATION_KEYS}
+                                     for name, settings in data_hparams["tasks"].items()}
+                config.model.task_options = dict((checkpoint.get("hyper_parameters") or {}).get("task_options") or {})
             _merge_checkpoint_hparams(config.data, defaults.data, data_hparams, DATA_LOCATION_KEYS, "data")
             # the links ran before the checkpoint was read: apply them again
             if "head" in config.model and "head" in config.data:

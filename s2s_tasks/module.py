@@ -7,6 +7,7 @@ and add their head, steps and metrics.
 from __future__ import annotations
 
 import logging
+import math
 from typing import Any, ClassVar, Dict, List, Optional, Tuple
 
 import pytorch_lightning as pl
@@ -15,9 +16,13 @@ import torch
 from s2s_tasks import __version__
 from s2s_tasks.checkpoint import EXTRAS_KEY
 from s2s_tasks.data.tokenizer import tokenizer_from_json
+from s2s_tasks.nn.peft import peft_parameters
 from s2s_tasks.optim import lr_multiplier
 
 log = logging.getLogger(__name__)
+
+#: the checkpoint extras' record that the frozen weights were left out (``model.save_trainable_only``)
+TRAINABLE_ONLY_KEY = "trainable_only"
 
 
 def warn_if_slow_bf16(precision: str, device: torch.device) -> bool:
@@ -115,6 +120,12 @@ class BaseModule(pl.LightningModule):
 
         checkpoint = load_checkpoint(path)
         extras = checkpoint.get(EXTRAS_KEY) or {}
+        if extras.get(TRAINABLE_ONLY_KEY):
+            raise ValueError(
+                f"model.init_from {path} holds only the weights trained by parameter-efficient fine-tuning "
+                "(model.save_trainable_only), not the frozen base; pass a full checkpoint, e.g. the base it was "
+                f"fine-tuned from ({extras[TRAINABLE_ONLY_KEY].get('base')}), and this one with --ckpt_path"
+            )
         state: Dict[str, torch.Tensor] = dict(checkpoint.get("state_dict") or {})
         own = self.state_dict()
         if extras.get("task") == "multitask" and self.task_name != "multitask":
@@ -139,9 +150,11 @@ class BaseModule(pl.LightningModule):
             )
         self.load_state_dict(matching, strict=False)
         misfits = sorted(key for key in state if key in own and key not in matching)
-        fresh = sorted(key for key in own if key not in matching)
-        log.info("model.init_from %s: %d of this model's %d tensors initialised from the checkpoint (task %s)",
-                 path, len(matching), len(own), extras.get("task"))
+        added = {name for name, _ in peft_parameters(self)}  # LoRA / adapters: they start as the identity
+        fresh = sorted(key for key in own if key not in matching and key not in added)
+        log.info("model.init_from %s: %d of this model's %d tensors initialised from the checkpoint (task %s)%s",
+                 path, len(matching), len(own), extras.get("task"),
+                 f"; {len(added - set(matching))} LoRA / adapter tensors start as the identity" if added - set(matching) else "")
         if fresh:
             log.warning("model.init_from: %d tensors start from scratch%s: %s", len(fresh),
                         f" ({len(misfits)} of a different shape in the checkpoint)" if misfits else "",
@@ -168,6 +181,47 @@ class BaseModule(pl.LightningModule):
 
     def on_save_checkpoint(self, checkpoint: Dict[str, Any]) -> None:
         checkpoint[EXTRAS_KEY] = self.checkpoint_extras()
+        if self.hparams.get("save_trainable_only"):
+            # every name of a frozen tensor, tied ones too (named_parameters() would name them once)
+            frozen = {name for name, param in self.named_parameters(remove_duplicate=False) if not param.requires_grad}
+            state = checkpoint["state_dict"]
+            for name in frozen:
+                state.pop(name, None)
+            checkpoint[EXTRAS_KEY][TRAINABLE_ONLY_KEY] = {
+                "base": self.hparams.get("init_from"), "left_out": len(frozen), "base_fingerprint": self.frozen_fingerprint(),
+            }
+
+    def frozen_fingerprint(self) -> float:
+        """A number that identifies the frozen weights (the sum of their squares, in float64): a
+        checkpoint without them records it, so that loading it on another base is caught."""
+        return math.fsum(float(p.detach().double().square().sum()) for p in self.parameters() if not p.requires_grad)
+
+    def _complete_from_base(self, checkpoint: Dict[str, Any]) -> None:
+        """Fill the frozen weights that a ``save_trainable_only`` checkpoint left out from
+        ``model.init_from`` (loaded in :meth:`setup`, or here when the module was built outside a
+        Trainer), so that Lightning's strict loading sees every tensor."""
+        partial = checkpoint[EXTRAS_KEY][TRAINABLE_ONLY_KEY]
+        if not getattr(self, "_initialised", False):
+            init_from = self.hparams.get("init_from")
+            if not init_from:
+                raise ValueError(
+                    f"this checkpoint holds only the weights trained by parameter-efficient fine-tuning "
+                    f"(model.save_trainable_only; {partial.get('left_out')} frozen tensors were left out); the frozen "
+                    f"base comes from model.init_from: add --model.init_from {partial.get('base') or 'BASE.ckpt'} "
+                    "(the checkpoint it was fine-tuned from)"
+                )
+            self.initialise_from(init_from)
+            self._initialised = True
+        expected, found = partial.get("base_fingerprint"), self.frozen_fingerprint()
+        if expected is not None and not math.isclose(expected, found, rel_tol=1e-6):
+            raise ValueError(
+                f"model.init_from {self.hparams.get('init_from')} is not the base this checkpoint was fine-tuned from "
+                f"({partial.get('base')}): its frozen weights differ (fingerprint {found:.6g}, expected {expected:.6g}); "
+                "pass the checkpoint it was fine-tuned from with --model.init_from"
+            )
+        state = checkpoint["state_dict"]
+        for name, value in self.state_dict().items():
+            state.setdefault(name, value)
 
     def on_load_checkpoint(self, checkpoint: Dict[str, Any]) -> None:
         extras = checkpoint.get(EXTRAS_KEY)
@@ -178,6 +232,15 @@ class BaseModule(pl.LightningModule):
                 f"the checkpoint was trained for task {extras.get('task')!r}, not {self.task_name!r}; "
                 f"run with --task {extras.get('task')}"
             )
+        stored_peft = (checkpoint.get("hyper_parameters") or {}).get("peft")
+        if stored_peft != self.hparams.get("peft"):
+            raise ValueError(
+                f"the checkpoint was trained with model.peft {stored_peft!r} and this model has {self.hparams.get('peft')!r}; "
+                "--ckpt_path continues or evaluates a run as it was trained: to fine-tune a checkpoint with PEFT, "
+                "pass it with --model.init_from instead"
+            )
+        if extras.get(TRAINABLE_ONLY_KEY):
+            self._complete_from_base(checkpoint)
         stored = tokenizer_from_json(extras["tokenizer"], "the checkpoint's tokenizer")
         if self.tokenizer is not None and self.tokenizer.get_vocab() != stored.get_vocab():
             raise ValueError(

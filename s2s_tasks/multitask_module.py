@@ -26,6 +26,7 @@ from torch import nn
 from s2s_tasks.module import BaseModule
 from s2s_tasks.nn.seq2seq import build_encoder, build_seq2seq
 from s2s_tasks.registry import build, get_task, init_parameters
+from s2s_tasks.seq2seq_module import PEFT_KEYS
 from s2s_tasks.structured_module import StructuredModule
 
 #: the network settings every task shares (the arguments of ``build_seq2seq``)
@@ -138,11 +139,15 @@ class MultiTaskModule(BaseModule):
 
     def _task_module(self, name: str, settings: Dict[str, Any], setup: Dict[str, Any], network: Dict[str, Any]):
         module_class, _ = get_task(name).classes()
-        allowed = set(init_parameters(module_class)) - set(NETWORK_KEYS) - set(OPTIMIZER_KEYS) - {"vocab_size", "pad_id"} - set(setup)
+        allowed = (set(init_parameters(module_class)) - set(NETWORK_KEYS) - set(OPTIMIZER_KEYS) - set(PEFT_KEYS)
+                   - {"vocab_size", "pad_id", "init_from"} - set(setup))
         for key in settings:
             if key in allowed:
                 continue
-            if key in NETWORK_KEYS or key in OPTIMIZER_KEYS:
+            if key in PEFT_KEYS or key == "init_from":
+                fix = ("a multi-task model is trained whole; fine-tune one of its tasks with parameter-efficient tuning "
+                       f"by `s2s-tasks fit --task {name} --model.init_from MULTITASK.ckpt --model.peft lora`")
+            elif key in NETWORK_KEYS or key in OPTIMIZER_KEYS:
                 fix = f"set model.{key} once: the network and the optimizer are shared by every task"
             elif key == "head":
                 fix = f"the data decides it: set data.tasks.{name}.head (or model.mode)"

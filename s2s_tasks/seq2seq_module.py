@@ -5,19 +5,29 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
+import logging
 import math
 import warnings
 from typing import Any, ClassVar, Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from s2s_tasks.data.tokenizer import BOS_ID, EOS_ID, decode_batch
 from s2s_tasks.generation import GenerationConfig, generate
 from s2s_tasks.module import BaseModule
 from s2s_tasks.nn.copy import coverage_loss
+from s2s_tasks.nn.peft import LORA_TARGETS, add_adapters, add_lora, count_parameters, freeze_base
 from s2s_tasks.nn.seq2seq import build_seq2seq
 from s2s_tasks.nn.types import EncoderOutput
+
+log = logging.getLogger(__name__)
+
+PEFT_METHODS = ("lora", "adapter")
+#: the PEFT settings (recorded in the hyperparameters only when model.peft is set)
+PEFT_KEYS = ("peft", "lora_rank", "lora_alpha", "lora_dropout", "lora_targets", "adapter_size",
+             "peft_train_norms", "save_trainable_only")
 
 # evaluation metrics are computed from all ranks' rows gathered on every rank (_finish_eval), so
 # they are logged with sync_dist=False: Lightning's advice to sync them does not apply
@@ -64,6 +74,19 @@ class Seq2SeqModule(BaseModule):
             (the tensors that fit are taken), or of a multi-task model (this task's weights, or
             only the shared ones when it was not one of its tasks); see
             :meth:`~s2s_tasks.module.BaseModule.initialise_from`. Its tokenizer is then used too.
+        peft: parameter-efficient fine-tuning (usually with ``init_from``): ``lora`` (Hu et al.,
+            2021) or ``adapter`` (bottleneck adapters, Houlsby et al., 2019; Transformer only), see
+            :mod:`s2s_tasks.nn.peft`. The network (the encoder-decoder, or the encoder under an
+            encoder head) is frozen except the LoRA / adapter weights; a task head beside it (a
+            new label set) is trained in full. ``None``: every weight is trained.
+        lora_rank, lora_alpha, lora_dropout: LoRA's rank ``r``, scale ``alpha / r`` and the dropout
+            on the input of its low-rank path.
+        lora_targets: the layers LoRA adapts: ``attention`` (Q/K/V and output projections;
+            attention layers of RNN decoders) and/or ``ffn`` (feed-forward linears).
+        adapter_size: the adapters' bottleneck size ``m``.
+        peft_train_norms: the LayerNorms of the network are trained too.
+        save_trainable_only: checkpoints hold only the trained weights (the frozen ones come from
+            ``init_from``, which ``validate``/``test``/``predict``/resuming then need too).
     """
 
     def __init__(
@@ -103,6 +126,14 @@ class Seq2SeqModule(BaseModule):
         beam_validation_examples: int = 200,
         log_examples: int = 2,
         init_from: Optional[str] = None,
+        peft: Optional[str] = None,
+        lora_rank: int = 8,
+        lora_alpha: float = 16.0,
+        lora_dropout: float = 0.0,
+        lora_targets: Tuple[str, ...] = LORA_TARGETS,
+        adapter_size: int = 64,
+        peft_train_norms: bool = False,
+        save_trainable_only: bool = False,
     ) -> None:
         super().__init__(learning_rate, weight_decay, adam_betas, warmup_steps, lr_schedule, min_lr_ratio)
         if vocab_size <= 0:
@@ -116,12 +147,18 @@ class Seq2SeqModule(BaseModule):
             raise ValueError(f"model.coverage_loss_weight must be >= 0 (0 disables coverage), got {coverage_loss_weight}")
         self.generation = _as_generation_config(generation, GenerationConfig(strategy="beam", beam_size=4))
         self.val_generation = _as_generation_config(val_generation, GenerationConfig(strategy="greedy"))
-        self.save_hyperparameters(ignore=["generation", "val_generation"])
+        # a model without PEFT records no PEFT settings, so that fine-tuning it with model.init_from
+        # (which takes the checkpoint's weight-shaping settings, model.peft among them) keeps the run's own
+        self.save_hyperparameters(ignore=["generation", "val_generation", *(PEFT_KEYS if peft is None else ())])
         # plain dicts keep the checkpoint loadable with weights_only=True
         self.hparams["generation"] = dataclasses.asdict(self.generation)
         self.hparams["val_generation"] = dataclasses.asdict(self.val_generation)
         # the network arguments are the ones build_seq2seq takes, all hyperparameters of this module
         self.build_network({name: self.hparams[name] for name in inspect.signature(build_seq2seq).parameters})
+        if peft is not None:
+            self.apply_peft()
+        elif save_trainable_only:
+            raise ValueError("model.save_trainable_only needs model.peft (lora or adapter): without it every weight is trained")
         self._eval_outputs: Dict[str, List[Tuple[int, str, List[str]]]] = {}
         #: per evaluated batch: (batch key, summed token loss, token count); keyed so that the
         #: batches DDP repeats to even out the ranks are counted once (see :meth:`_finish_eval`)
@@ -131,6 +168,46 @@ class Seq2SeqModule(BaseModule):
     def build_network(self, network_args: Dict[str, Any]) -> None:
         """Create the weights from the ``model.*`` network arguments (``self.model``, a :class:`Seq2Seq`)."""
         self.model = build_seq2seq(**network_args)
+
+    def peft_network(self) -> nn.Module:
+        """The network that ``model.peft`` adapts and freezes: the encoder-decoder (``self.model``),
+        or the encoder of an encoder head (``self.encoder``); a task head is outside it."""
+        return self.model if "model" in self._modules else self.encoder
+
+    def apply_peft(self) -> None:
+        """Add LoRA or adapters (``model.peft``) to :meth:`peft_network` and freeze the rest of it.
+
+        The network's own weights keep their names (:mod:`s2s_tasks.nn.peft`), so ``init_from`` and
+        checkpoints load into the adapted network as they are, before or after this.
+        """
+        hp = self.hparams
+        if hp.peft not in PEFT_METHODS:
+            raise ValueError(f"model.peft must be one of {list(PEFT_METHODS)} (or null for none), got {hp.peft!r}")
+        network = self.peft_network()
+        if hp.peft == "lora":
+            if hp.lora_rank < 1:
+                raise ValueError(f"model.lora_rank must be at least 1, got {hp.lora_rank}")
+            targets = list(hp.lora_targets)
+            unknown = [t for t in targets if t not in LORA_TARGETS]
+            if unknown or not targets:
+                raise ValueError(f"model.lora_targets must name some of {list(LORA_TARGETS)}, got {targets}")
+            if not add_lora(network, hp.lora_rank, hp.lora_alpha, hp.lora_dropout, targets):
+                raise ValueError(
+                    f"model.peft lora: this network has no layer that model.lora_targets {targets} selects (an RNN "
+                    "encoder has only recurrent weights, which LoRA does not adapt); use model.architecture transformer"
+                )
+        else:
+            if hp.adapter_size < 1:
+                raise ValueError(f"model.adapter_size must be at least 1, got {hp.adapter_size}")
+            if hp.architecture != "transformer":
+                raise ValueError(
+                    f"model.peft adapter puts bottleneck adapters into Transformer layers, and model.architecture is "
+                    f"{hp.architecture!r}; use --model.peft lora for RNN models"
+                )
+            add_adapters(network, hp.adapter_size)
+        freeze_base(network, train_norms=hp.peft_train_norms)
+        trainable, total = count_parameters(self)
+        log.info("model.peft %s: %d of %d parameters are trained (%.2f%%)", hp.peft, trainable, total, 100.0 * trainable / total)
 
     # ----------------------------------------------------------------------------- loss
     def forward(self, src_ids: torch.Tensor, src_mask: torch.Tensor, tgt_in: torch.Tensor) -> torch.Tensor:

@@ -7,6 +7,7 @@ import os
 
 import pytest
 import pytorch_lightning as pl
+import torch
 
 from helpers import quiet_trainer, write_jsonl
 from s2s_tasks.cli import main
@@ -14,6 +15,12 @@ from s2s_tasks.data.multitask import MultiTaskDataModule, task_token
 from s2s_tasks.multitask_module import MultiTaskModule
 
 pytestmark = pytest.mark.usefixtures("single_thread")
+
+
+@pytest.fixture(autouse=True)
+def _token_cache(tmp_path, monkeypatch):
+    """Tokenized splits cached under the test's directory, not the user's cache."""
+    monkeypatch.setenv("S2S_TASKS_CACHE", str(tmp_path / "token-cache"))
 
 TINY = dict(d_model=64, ffn_dim=128, num_heads=2, num_encoder_layers=1, num_decoder_layers=1, dropout=0.0,
             learning_rate=3e-3, warmup_steps=20)
@@ -113,6 +120,7 @@ def test_loss_weight_scales_the_task_loss():
     ({"ner": {}}, {"translation": {}}, r"model.task_options.translation: 'translation' is not one of data.tasks"),
     ({"ner": {}}, {"ner": {"d_model": 8}}, r"model.task_options.ner.d_model cannot be set per task: set model.d_model once"),
     ({"ner": {}}, {"ner": {"head": "generate"}}, r"set data.tasks.ner.head"),
+    ({"ner": {}}, {"ner": {"peft": "lora"}}, r"model.task_options.ner.peft cannot be set per task: a multi-task model"),
 ])
 def test_bad_task_settings_name_the_key_and_fix(tasks, model_tasks, match):
     with pytest.raises(ValueError, match=match):
@@ -132,6 +140,8 @@ def test_cli_fit_predict_routes_by_task_and_a_task_fine_tunes_from_the_checkpoin
               logger=("--trainer.logger.init_args.save_dir", str(tmp_path / "logs")))
     (ckpt,) = (str(p) for p in (tmp_path / "logs").rglob("last.ckpt"))
     multitask_f1 = float(run.trainer.callback_metrics["val/ner/f1"])
+    tested = cli(tmp_path, "test", "--ckpt_path", ckpt).trainer.callback_metrics
+    assert {"test/translation/bleu", "test/ner/f1", "test/classification/accuracy", "test/score"} <= set(tested)
 
     # predict: each record goes to the task its "task" field names; output in input order
     inputs = write_jsonl(tmp_path / "mixed.jsonl", [
@@ -167,6 +177,16 @@ def test_cli_fit_predict_routes_by_task_and_a_task_fine_tunes_from_the_checkpoin
         "--trainer.default_root_dir", str(tmp_path / "ner"),
     ])
     assert tuned.trainer.global_step == 3
+    # or with LoRA: the multi-task weights stay frozen, only the low-rank updates and the head learn
+    lora = main([
+        "fit", "--task", "ner", "--model.init_from", ckpt, "--model.peft", "lora", "--trainer.max_steps", "3",
+        "--trainer.logger", "false", "--trainer.enable_checkpointing", "false", "--trainer.callbacks", "[]",
+        "--trainer.enable_progress_bar", "false", "--trainer.default_root_dir", str(tmp_path / "lora"),
+    ])
+    stored = torch.load(ckpt, weights_only=True)["state_dict"]
+    frozen = [(name, p) for name, p in lora.model.named_parameters() if not p.requires_grad]
+    assert frozen and all(torch.equal(p, stored[f"task_modules.ner.{name}"]) for name, p in frozen)
+    assert any("lora" in name for name, p in lora.model.named_parameters() if p.requires_grad)
 
 
 def test_two_processes_train_and_evaluate_every_task_like_one(tmp_path):
@@ -188,3 +208,21 @@ def test_two_processes_train_and_evaluate_every_task_like_one(tmp_path):
     for name in ("val/translation/loss", "val/translation/chrf", "val/ner/loss", "val/ner/f1",
                  "val/classification/accuracy", "val/score"):
         assert two[name] == pytest.approx(float(one[name]), rel=1e-6, abs=1e-6), name
+
+
+def test_predict_from_a_checkpoint_takes_its_task_list(tmp_path):
+    """A model trained on other tasks than configs/multitask.yaml lists predicts from --ckpt_path
+    alone; a .txt file of one task goes to --data.predict_task."""
+    cli(tmp_path, "fit", "--data.tasks", '{"ner": {}, "relation_extraction": {}}', "--trainer.limit_train_batches", "3",
+        "--trainer.limit_val_batches", "0", "--trainer.max_epochs", "1",
+        logger=("--trainer.logger.init_args.save_dir", str(tmp_path / "logs")))
+    (ckpt,) = (tmp_path / "logs").rglob("last.ckpt")
+    inputs = tmp_path / "in.txt"
+    inputs.write_text("Rosa Weller scored twice .\nRain delayed play in Oltan .\n", encoding="utf-8")
+    out = tmp_path / "out.jsonl"
+    run = cli(tmp_path, "predict", "--ckpt_path", str(ckpt), "--data.predict_file", str(inputs), "--data.predict_task", "ner",
+              "--predictions.output_file", str(out))
+    assert list(run.model.task_modules) == ["ner", "relation_extraction"]
+    records = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
+    assert [(r["task"], r["index"]) for r in records] == [("ner", 1), ("ner", 2)]
+    assert all(len(r["tags"]) == len(r["source"].split()) for r in records)

@@ -174,7 +174,7 @@ class MultiTaskDataModule(pl.LightningDataModule):
             spec = get_task(name)
             _, datamodule_class = spec.classes()
             defaults = {k: v for k, v in (spec.default_config().get("data") or {}).items() if k not in SHARED_KEYS}
-            arguments = {**defaults, **settings}
+            arguments = {**defaults, **settings, "cache_dir": cache_dir}
             if issubclass(datamodule_class, StructuredDataModule):
                 if mode == "text_to_text":
                     if settings.get("head", "generate") != "generate":

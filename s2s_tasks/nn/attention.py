@@ -239,7 +239,11 @@ class MultiHeadAttention(nn.Module):
         product, each split into heads ``(B, heads, T, D/heads)``."""
         d = self.d_model
         rows = slice(first * d, (first + count) * d)
-        out = F.linear(x, self.in_proj.weight[rows], self.in_proj.bias[rows])
+        project_rows = getattr(self.in_proj, "forward_rows", None)  # a LoRA layer adds its update (nn/peft.py)
+        if project_rows is not None:
+            out = project_rows(x, rows)
+        else:
+            out = F.linear(x, self.in_proj.weight[rows], self.in_proj.bias[rows])
         out = out.view(x.size(0), x.size(1), count, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
         return list(out.unbind(0))
 

@@ -55,11 +55,16 @@ class Decoder(nn.Module):
         return False
 
     def forward(
-        self, tgt_in: Tensor, enc_out: EncoderOutput, return_attention: bool = False
+        self, tgt_in: Tensor, enc_out: EncoderOutput, return_attention: Union[bool, str] = False
     ) -> Union[Tensor, Tuple[Tensor, Tensor]]:
         """Teacher forcing: ``tgt_in (B, T)`` -> logits ``(B, T, V)``, plus the attention over the
-        source ``(B, T, S)`` when ``return_attention`` (with copy attention: the copy
-        distribution, which is also what the coverage loss penalises)."""
+        source when ``return_attention`` is
+
+        * ``True``: ``(B, T, S)``, the attention the decoder uses as one distribution (with copy
+          attention: the copy distribution, which is also what the coverage loss penalises);
+        * ``"all"``: ``(B, L, H, T, S)``, every layer's cross-attention per head, for attention
+          maps (``L = H = 1`` for an RNN decoder, which has one attention).
+        """
         raise NotImplementedError
 
     def init_cache(self, enc_out: EncoderOutput) -> Cache:
@@ -80,6 +85,12 @@ class Decoder(nn.Module):
         selected with ``source_index`` instead, or kept with ``keep_source`` (see
         :func:`~s2s_tasks.nn.types.reorder_cache`)."""
         return _reorder_cache(cache, index, source_index, keep_source)
+
+
+def check_return_attention(value: Union[bool, str]) -> None:
+    """``return_attention`` is ``False``, ``True`` or ``"all"``."""
+    if value not in (False, True, "all"):
+        raise ValueError(f"return_attention must be False, True or 'all', got {value!r}")
 
 
 def build_rnn_attention(attention: str, query_size: int, key_size: int, coverage: bool = False) -> AttentionMechanism:
@@ -212,8 +223,9 @@ class RNNDecoder(Decoder):
         return att_vector, weights, context, top, new_cache
 
     def forward(
-        self, tgt_in: Tensor, enc_out: EncoderOutput, return_attention: bool = False
+        self, tgt_in: Tensor, enc_out: EncoderOutput, return_attention: Union[bool, str] = False
     ) -> Union[Tensor, Tuple[Tensor, Tensor]]:
+        check_return_attention(return_attention)
         cache = self.init_cache(enc_out)
         embedded = self.embed(tgt_in)
         att_vectors, attentions, contexts, tops = [], [], [], []
@@ -229,6 +241,8 @@ class RNNDecoder(Decoder):
             logits = self.pointer_generator(
                 logits, attention, torch.stack(contexts, dim=1), torch.stack(tops, dim=1), embedded, enc_out.src_ids
             )
+        if return_attention == "all":
+            return logits, attention[:, None, None]  # one layer, one head
         if return_attention:
             return logits, attention
         return logits
@@ -250,6 +264,10 @@ class TransformerDecoderLayer(nn.Module):
     ``x = x + Dropout(CausalSelfAttn(LN(x)))``; ``x = x + Dropout(CrossAttn(LN(x), memory))``;
     ``x = x + Dropout(FFN(LN(x)))``.
 
+    ``self_attn_adapter`` and ``ffn_adapter`` act on the self-attention and FFN outputs before the
+    residual sums: the identity unless :func:`~s2s_tasks.nn.peft.add_adapters` puts bottleneck
+    adapters there (Houlsby et al., 2019).
+
     Its cache is ``{"self": {...}, "source": {...}}``, one :class:`MultiHeadAttention` cache each
     (``"source"``: the cross-attention keys/values, which depend on the source only).
     """
@@ -263,6 +281,8 @@ class TransformerDecoderLayer(nn.Module):
         self.ffn_norm = nn.LayerNorm(d_model)
         self.ffn = FeedForward(d_model, ffn_dim, dropout=dropout, activation=activation)
         self.dropout = Dropout(dropout)
+        self.self_attn_adapter: nn.Module = nn.Identity()
+        self.ffn_adapter: nn.Module = nn.Identity()
 
     def forward(
         self,
@@ -280,7 +300,7 @@ class TransformerDecoderLayer(nn.Module):
         (``need_weights`` must be false)."""
         h = self.self_attn_norm(x)
         h, _, self_cache = self.self_attn(h, h, h, causal=True, cache=None if cache is None else cache["self"])
-        x = x + self.dropout(h)
+        x = x + self.self_attn_adapter(self.dropout(h))
         h = self.cross_attn_norm(x)
         group = x.size(0) // memory.size(0)
         if group > 1:
@@ -297,7 +317,7 @@ class TransformerDecoderLayer(nn.Module):
             need_weights=need_weights,
         )
         x = x + self.dropout(h.view(x.shape))
-        x = x + self.dropout(self.ffn(self.ffn_norm(x)))
+        x = x + self.ffn_adapter(self.dropout(self.ffn(self.ffn_norm(x))))
         new_cache = None if cache is None else {"self": self_cache, "source": cross_cache}
         return x, weights, new_cache
 
@@ -373,16 +393,24 @@ class TransformerDecoder(Decoder):
         return self.pointer_generator(logits, attention, context, state, inputs, enc_out.src_ids)
 
     def forward(
-        self, tgt_in: Tensor, enc_out: EncoderOutput, return_attention: bool = False
+        self, tgt_in: Tensor, enc_out: EncoderOutput, return_attention: Union[bool, str] = False
     ) -> Union[Tensor, Tuple[Tensor, Tensor]]:
+        check_return_attention(return_attention)
         x = inputs = self.embed(tgt_in)
         weights: Optional[Tensor] = None
         last = len(self.layers) - 1
-        need_weights = return_attention or self.copy_attention
+        every_layer = return_attention == "all"
+        need_weights = bool(return_attention) or self.copy_attention
+        per_layer: List[Tensor] = []
         for i, layer in enumerate(self.layers):
-            x, weights, _ = layer(x, enc_out.states, enc_out.mask, need_weights=need_weights and i == last)
+            x, weights, _ = layer(x, enc_out.states, enc_out.mask, need_weights=every_layer or (need_weights and i == last))
+            if every_layer:
+                assert weights is not None
+                per_layer.append(weights)
         attention = None if weights is None else self._source_attention(weights)
         logits = self._output(inputs, x, attention, enc_out)
+        if every_layer:
+            return logits, torch.stack(per_layer, dim=1)  # (B, L, heads, T, S)
         if return_attention:
             assert attention is not None
             return logits, attention

@@ -132,6 +132,10 @@ class TransformerEncoderLayer(nn.Module):
     """Pre-LayerNorm encoder layer (Xiong et al., 2020, fig. 1b):
 
     ``x = x + Dropout(SelfAttn(LN(x)))``; ``x = x + Dropout(FFN(LN(x)))``.
+
+    ``self_attn_adapter`` and ``ffn_adapter`` act on the self-attention and FFN outputs before the
+    residual sums: the identity unless :func:`~s2s_tasks.nn.peft.add_adapters` puts bottleneck
+    adapters there (Houlsby et al., 2019).
     """
 
     def __init__(self, d_model: int, num_heads: int, ffn_dim: int, dropout: float = 0.1, activation: str = "relu") -> None:
@@ -141,13 +145,15 @@ class TransformerEncoderLayer(nn.Module):
         self.ffn_norm = nn.LayerNorm(d_model)
         self.ffn = FeedForward(d_model, ffn_dim, dropout=dropout, activation=activation)
         self.dropout = Dropout(dropout)
+        self.self_attn_adapter: nn.Module = nn.Identity()
+        self.ffn_adapter: nn.Module = nn.Identity()
 
     def forward(self, x: Tensor, mask: Tensor) -> Tensor:
         """``x (B, S, D)``, ``mask (B, S)`` -> ``(B, S, D)``."""
         h = self.self_attn_norm(x)
         h, _, _ = self.self_attn(h, h, h, key_mask=mask)
-        x = x + self.dropout(h)
-        return x + self.dropout(self.ffn(self.ffn_norm(x)))
+        x = x + self.self_attn_adapter(self.dropout(h))
+        return x + self.ffn_adapter(self.dropout(self.ffn(self.ffn_norm(x))))
 
 
 class TransformerEncoder(Encoder):
