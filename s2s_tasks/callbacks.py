@@ -31,7 +31,7 @@ class PredictionWriter(BasePredictionWriter):
         output_file: where to write; default ``<log dir>/predictions.jsonl``.
         save_attention: also draw the attention of each prediction over its source, one PNG per
             input record (``record{index}.png``; models that generate only, see
-            :class:`~s2s_tasks.insight.PredictionAttention`); a few tenths of a second per record.
+            :class:`~s2s_tasks.insight.PredictionAttention`): one more decoder pass and a PNG per record.
         attention_dir: where the PNGs go; default ``<output file name>_attention/`` next to the
             output file.
         attention_layer, attention_head: Transformer cross-attention to draw (default: the last

@@ -160,11 +160,11 @@ def _merge_checkpoint_hparams(current, defaults, stored: dict, skip: frozenset =
 def _apply_init_from(config, defaults, task: str) -> None:
     """``model.init_from``: the run takes the checkpoint's tokenizer, its label set for this task
     and the settings that shape the weights (architecture, sizes, head), so that the weights fit."""
-    from s2s_tasks.checkpoint import load_checkpoint
+    from s2s_tasks.checkpoint import EXTRAS_KEY, load_checkpoint
 
     path = config.model.init_from
     checkpoint = load_checkpoint(path)
-    extras = checkpoint.get("s2s_tasks") or {}
+    extras = checkpoint.get(EXTRAS_KEY) or {}
     if not extras.get("tokenizer"):
         raise ValueError(f"model.init_from {path} is not an s2s-tasks checkpoint (it holds no tokenizer); pass one written by s2s-tasks fit")
     if config.data.get("tokenizer_file") is None:

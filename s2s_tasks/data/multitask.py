@@ -20,14 +20,16 @@ from __future__ import annotations
 import logging
 from bisect import bisect_right
 from collections import Counter
-from typing import Any, Dict, Iterator, List, Optional
+from contextlib import ExitStack
+from typing import Any, ContextManager, Dict, List, Optional, Tuple
 
 import pytorch_lightning as pl
 import torch
-from torch.utils.data import DataLoader, Dataset, IterableDataset
+from torch.utils.data import DataLoader, Dataset
 
 from s2s_tasks.data.datamodule import EncodedSplit, ResumableDataLoader, Seq2SeqCollator
-from s2s_tasks.data.records import MISSING, check_file, iter_file
+from s2s_tasks.data.streaming import PredictStream
+from s2s_tasks.data.records import MISSING, Records, check_file
 from s2s_tasks.data.sampler import TokenBudgetBatchSampler
 from s2s_tasks.data.structured import StructuredDataModule
 from s2s_tasks.data.task_sampler import ChainedBatchSampler, MultiTaskBatchSampler, task_probabilities
@@ -72,8 +74,8 @@ class MultiTaskCollator:
         self.prefix_ids = prefix_ids
 
     def __call__(self, indices: List[int]) -> Dict[str, Any]:
-        name = self.names[bisect_right(self.starts, indices[0]) - 1]
-        start = self.starts[self.names.index(name)]
+        position = bisect_right(self.starts, indices[0]) - 1
+        name, start = self.names[position], self.starts[position]
         batch = self.collators[name]([i - start for i in indices])
         return add_task(batch, name, self.prefix_ids.get(name))
 
@@ -187,6 +189,7 @@ class MultiTaskDataModule(pl.LightningDataModule):
                 raise ValueError(f"data.tasks.{name}.head: {name} always generates its output; remove the setting")
             self.task_data[name] = _task_data_module(name, datamodule_class, arguments)
         self._tokenizer = None
+        self.notes: List[str] = []
 
     def _checkpoint_labels(self) -> Dict[str, List[str]]:
         """Each task's labels stored in the checkpoint given as ``tokenizer_file`` (predict)."""
@@ -292,13 +295,14 @@ class MultiTaskDataModule(pl.LightningDataModule):
         world_size, rank = self._rank()
         budget = hp.max_tokens if shuffle else (hp.eval_max_tokens or hp.max_tokens)
         samplers, splits = {}, {}
+        prefix_ids = self.prefix_ids()
         for position, (name, data) in enumerate(self.task_data.items()):
             if not data.has_split(split):
                 continue
             encoded = data.encode_split(split)
             splits[name] = encoded
             # the task token makes each input one longer
-            extra = 1 if self.prefix_ids()[name] is not None else 0
+            extra = 1 if prefix_ids[name] is not None else 0
             samplers[name] = TokenBudgetBatchSampler(
                 [n + extra for n in encoded.lengths()], max_tokens=budget, max_batch_size=hp.max_batch_size,
                 shuffle=shuffle, seed=hp.seed + 7919 * (position + 1), num_replicas=world_size, rank=rank, tie_lengths=encoded.tie_lengths(),
@@ -357,33 +361,38 @@ class MultiTaskDataModule(pl.LightningDataModule):
     def predict_dataloader(self) -> DataLoader:
         hp = self.hparams
         world_size, rank = self._rank()
-        stream = MultiTaskPredictStream(self, self._predict_path(), max_tokens=hp.eval_max_tokens or hp.max_tokens,
+        stream = MultiTaskPredictStream(self, self._predict_path(), "data.predict_file", max_tokens=hp.eval_max_tokens or hp.max_tokens,
                                         max_batch_size=hp.max_batch_size, world_size=world_size, rank=rank)
         return DataLoader(stream, batch_size=None)
 
+    def note(self, message: str) -> None:
+        """A warning about the data of the whole run (e.g. predict records skipped), repeated at teardown."""
+        log.warning(message)
+        if message not in self.notes:
+            self.notes.append(message)
+
     def teardown(self, stage: str) -> None:
-        notes = [f"[{name}] {note}" for name, data in self.task_data.items() for note in data.notes]
+        notes = self.notes + [f"[{name}] {note}" for name, data in self.task_data.items() for note in data.notes]
         if notes:
             log.warning("What happened to the data in this run:\n  - %s", "\n  - ".join(notes))
 
 
-class MultiTaskPredictStream(IterableDataset):
+class MultiTaskPredictStream(PredictStream):
     """Batches of a predict file whose records may belong to different tasks, chunk by chunk
-    (as :class:`~s2s_tasks.data.streaming.PredictStream`): each record goes to the task named in
-    its ``data.task_column`` field (else ``data.predict_task``) and is read, checked and encoded
-    by that task's data module; every batch is one task's."""
+    (:class:`~s2s_tasks.data.streaming.PredictStream`): each record goes to the task named in its
+    ``data.task_column`` field (else ``data.predict_task``) and is read, checked and encoded by
+    that task's data module; every batch is one task's."""
 
-    def __init__(self, datamodule: MultiTaskDataModule, path: str, max_tokens: int, max_batch_size, world_size: int = 1,
-                 rank: int = 0, chunk_records: int = 4096) -> None:
-        self.datamodule = datamodule
-        self.path = path
-        self.max_tokens = max_tokens
-        self.max_batch_size = max_batch_size
-        self.world_size = world_size
-        self.rank = rank
-        self.chunk_records = chunk_records
+    def origin(self) -> str:
+        return f"predict data {self.path!r}"
 
-    def _route(self, records) -> Dict[str, List[int]]:
+    def tally(self) -> ContextManager[None]:
+        stack = ExitStack()  # every task's counts summed over the chunks
+        for data in self.datamodule.task_data.values():
+            stack.enter_context(data.tally())
+        return stack
+
+    def _route(self, records: Records) -> Dict[str, List[int]]:
         """Row numbers of the chunk per task."""
         data = self.datamodule
         hp = data.hparams
@@ -401,34 +410,14 @@ class MultiTaskPredictStream(IterableDataset):
             groups.setdefault(task, []).append(i)
         return groups
 
-    def __iter__(self) -> Iterator[Dict[str, Any]]:
+    def chunk_batches(self, records: Records, origin: str, skipped: Counter) -> Tuple[List[Dict[str, Any]], int]:
         data = self.datamodule
-        origin = f"predict data {self.path!r}"
         prefix_ids = data.prefix_ids()
-        skipped: Counter = Counter()
-        total = usable = 0
-        for number, records in enumerate(iter_file(self.path, "data.predict_file", origin, self.chunk_records, log.warning)):
-            total += len(records)
-            if number % self.world_size != self.rank:
-                continue
-            batches = []
-            for task, rows in self._route(records).items():
-                task_data = data.task_data[task]
-                examples, numbers, task_skipped = task_data.read_records(records.select(rows), "predict")
-                skipped.update({f"{reason} ({task})": count for reason, count in task_skipped.items()})
-                usable += len(examples)
-                if not examples:
-                    continue
-                encoded = task_data.encode(examples, numbers, origin, with_gold=False)
-                collate = Seq2SeqCollator(encoded, PAD_ID)
-                extra = 1 if prefix_ids[task] is not None else 0
-                for indices in TokenBudgetBatchSampler([n + extra for n in encoded.lengths()], max_tokens=self.max_tokens,
-                                                       max_batch_size=self.max_batch_size, shuffle=False):
-                    batches.append(add_task(collate(indices), task, prefix_ids[task]))
-            for b, batch in enumerate(batches):
-                batch["chunk_end"] = b == len(batches) - 1
-                yield batch
-        for reason, count in skipped.items():
-            log.warning("%s: skipped %d of %d records: %s", origin, count, total, reason)
-        if self.world_size == 1 and not usable:
-            raise ValueError(f"{origin}: no usable records (all {total} were skipped)")
+        batches, usable = [], 0
+        for task, rows in self._route(records).items():
+            prefix = prefix_ids[task]
+            task_batches, count = self.encoded_batches(data.task_data[task], records.select(rows), origin, skipped,
+                                                       extra_tokens=0 if prefix is None else 1, skip_label=f" ({task})")
+            batches += [add_task(batch, task, prefix) for batch in task_batches]
+            usable += count
+        return batches, usable

@@ -14,11 +14,11 @@ disjoint and each rank's part is in input order.
 from __future__ import annotations
 
 from collections import Counter
-from typing import Any, Dict, Iterator, Optional
+from typing import Any, ContextManager, Dict, Iterator, List, Optional, Tuple
 
 from torch.utils.data import IterableDataset
 
-from s2s_tasks.data.records import iter_file
+from s2s_tasks.data.records import Records, iter_file
 from s2s_tasks.data.sampler import TokenBudgetBatchSampler
 
 #: records per chunk: large enough for length-sorted batches to be well filled, small enough
@@ -48,33 +48,54 @@ class PredictStream(IterableDataset):
         self.rank = rank
         self.chunk_records = chunk_records or CHUNK_RECORDS
 
-    def __iter__(self) -> Iterator[Dict[str, Any]]:
-        from s2s_tasks.data.datamodule import Seq2SeqCollator
+    # ---- hooks: a multi-task stream routes each record to its task's data module
+    def origin(self) -> str:
+        """What to call the predict data in messages."""
+        return self.datamodule._origin("predict")
 
-        data = self.datamodule
-        origin = data._origin("predict")
+    def note(self, message: str) -> None:
+        """Report something that happened to the data (kept for the end-of-run summary)."""
+        self.datamodule.note(message)
+
+    def tally(self) -> ContextManager[None]:
+        """Where the data module's counts (truncations ...) are summed over the chunks."""
+        return self.datamodule.tally()
+
+    def chunk_batches(self, records: Records, origin: str, skipped: Counter) -> Tuple[List[Dict[str, Any]], int]:
+        """One chunk's batches and how many of its records are usable (skips counted in ``skipped``)."""
+        return self.encoded_batches(self.datamodule, records, origin, skipped)
+
+    def encoded_batches(self, data, records: Records, origin: str, skipped: Counter, extra_tokens: int = 0,
+                        skip_label: str = "") -> Tuple[List[Dict[str, Any]], int]:
+        """``records`` read, checked and encoded by ``data`` (a task's data module), as batches
+        sorted by length; ``extra_tokens`` is added to every input's batching length (a task token)."""
+        from s2s_tasks.data.datamodule import Seq2SeqCollator  # the data module imports this module
+
+        examples, numbers, chunk_skipped = data.read_records(records, "predict")
+        skipped.update({reason + skip_label: count for reason, count in chunk_skipped.items()})
+        if not examples:
+            return [], 0
+        encoded = data.encode(examples, numbers, origin, with_gold=False)
+        collate = Seq2SeqCollator(encoded, data.pad_id)
+        sampler = TokenBudgetBatchSampler([n + extra_tokens for n in encoded.lengths()], max_tokens=self.max_tokens,
+                                          max_batch_size=self.max_batch_size, shuffle=False)
+        return [collate(indices) for indices in sampler], len(examples)
+
+    def __iter__(self) -> Iterator[Dict[str, Any]]:
+        origin = self.origin()
         skipped: Counter = Counter()
         total = usable = 0
-        with data.tally():  # counts over all chunks, reported once at the end
-            for number, records in enumerate(iter_file(self.path, self.config_key, origin, self.chunk_records, data.note)):
+        with self.tally():  # counts over all chunks, reported once at the end
+            for number, records in enumerate(iter_file(self.path, self.config_key, origin, self.chunk_records, self.note)):
                 total += len(records)
                 if number % self.world_size != self.rank:
                     continue
-                examples, numbers, chunk_skipped = data.read_records(records, "predict")
-                skipped.update(chunk_skipped)
-                usable += len(examples)
-                if not examples:
-                    continue
-                encoded = data.encode(examples, numbers, origin, with_gold=False)
-                collate = Seq2SeqCollator(encoded, data.pad_id)
-                batches = list(TokenBudgetBatchSampler(
-                    encoded.lengths(), max_tokens=self.max_tokens, max_batch_size=self.max_batch_size, shuffle=False,
-                ))
-                for b, indices in enumerate(batches):
-                    batch = collate(indices)
+                batches, count = self.chunk_batches(records, origin, skipped)
+                usable += count
+                for b, batch in enumerate(batches):
                     batch["chunk_end"] = b == len(batches) - 1
                     yield batch
         for reason, count in skipped.items():
-            data.note(f"{origin}: skipped {count} of {total} records: {reason}")
+            self.note(f"{origin}: skipped {count} of {total} records: {reason}")
         if self.world_size == 1 and not usable:
             raise ValueError(f"{origin}: no usable records (all {total} were skipped)")
