@@ -15,8 +15,11 @@ from s2s_tasks.config_errors import ConfigError, ErrorContext, config_files, loa
 from s2s_tasks.registry import TASKS, get_task
 
 SUBCOMMANDS = ("fit", "validate", "test", "predict")
+#: commands that use a trained checkpoint outside the Trainer: name -> module with ``main(argv)``
+TOOLS = {"export": "s2s_tasks.export", "serve": "s2s_tasks.serve"}
 
 OVERVIEW = """usage: s2s-tasks {{fit,validate,test,predict}} --task TASK [options]
+       s2s-tasks {{export,serve}} --ckpt_path X.ckpt [options]
 
 Train and run sequence-to-sequence models (LightningCLI).
 
@@ -25,6 +28,8 @@ subcommands:
   validate   evaluate on the validation split
   test       evaluate on the test split (decoding with model.generation)
   predict    decode data.predict_file (txt: one input per line, or jsonl/csv/...) to a jsonl file
+  export     write a checkpoint's model as ONNX or TorchScript (s2s-tasks export --help)
+  serve      answer a checkpoint's task over HTTP with a JSON API (s2s-tasks serve --help)
 
 tasks (--task):
 {tasks}
@@ -143,6 +148,8 @@ def _merge_checkpoint_hparams(current, defaults, stored: dict, skip: frozenset =
             continue
         given, default = current[key], defaults.get(key) if defaults is not None else None
         if isinstance(value, dict) and hasattr(given, "items"):
+            if hasattr(default, "get") and default.get("init_args") is not None and "init_args" not in given:
+                default = default.get("init_args")  # a dataclass default is given as class_path + init_args
             _merge_checkpoint_hparams(given, default, value, skip, section)  # nested options such as generation
             continue
         if isinstance(value, (list, tuple)) and isinstance(given, (list, tuple)):
@@ -451,6 +458,10 @@ def main(args: Optional[List[str]] = None):
     if args is None:
         sys.argv[1:] = argv  # LightningCLI reads sys.argv itself (and warns if also given args)
     try:
+        if argv and argv[0] in TOOLS:
+            import importlib
+
+            return importlib.import_module(TOOLS[argv[0]]).main(argv[1:])
         cli = _run(argv, args)
     except Exception as err:
         if args is not None or verbose or not _is_user_error(err):

@@ -18,3 +18,20 @@ def single_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory):
+    """``tiny_checkpoint(task, *extra_cli_args)`` -> the path of a tiny model of ``task`` trained
+    for a few steps on its sample data; one per (task, arguments) for the whole test session."""
+    from helpers import train_tiny_checkpoint
+
+    made = {}
+
+    def make(task: str, *extra: str) -> str:
+        key = (task, extra)
+        if key not in made:
+            made[key] = train_tiny_checkpoint(task, tmp_path_factory.mktemp(f"ckpt-{task}"), *extra)
+        return made[key]
+
+    return make

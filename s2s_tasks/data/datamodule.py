@@ -201,6 +201,8 @@ class TextDataModule(pl.LightningDataModule):
     #: extra special tokens of the task (e.g. turn or entity markers): registered when a
     #: tokenizer is trained (never split, dropped when decoding) and required in a loaded one
     special_tokens: ClassVar[Tuple[str, ...]] = ()
+    #: how predict records are read and batched (also used for in-process prediction)
+    predict_stream_class: ClassVar[type] = PredictStream
 
     def __init__(self) -> None:
         super().__init__()
@@ -529,7 +531,7 @@ class TextDataModule(pl.LightningDataModule):
         path = self._predict_path()
         trainer = self.trainer
         hp = self.hparams
-        stream = PredictStream(
+        stream = self.predict_stream_class(
             self, path, "data.predict_file", max_tokens=hp.eval_max_tokens or hp.max_tokens,
             max_batch_size=hp.max_batch_size, world_size=trainer.world_size if trainer is not None else 1,
             rank=trainer.global_rank if trainer is not None else 0,

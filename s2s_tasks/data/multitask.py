@@ -21,7 +21,7 @@ import logging
 from bisect import bisect_right
 from collections import Counter
 from contextlib import ExitStack
-from typing import Any, ContextManager, Dict, List, Optional, Tuple
+from typing import Any, ClassVar, ContextManager, Dict, List, Optional, Tuple
 
 import pytorch_lightning as pl
 import torch
@@ -125,6 +125,9 @@ class MultiTaskDataModule(pl.LightningDataModule):
         max_tokens, eval_max_tokens, max_batch_size, num_workers, seed, cache_dir: batching and
             loading, as for a single task (see :class:`~s2s_tasks.data.datamodule.Seq2SeqDataModule`).
     """
+
+    #: predict records routed to their task's data module (set below, after the class is defined)
+    predict_stream_class: ClassVar[type]
 
     def __init__(
         self,
@@ -361,7 +364,7 @@ class MultiTaskDataModule(pl.LightningDataModule):
     def predict_dataloader(self) -> DataLoader:
         hp = self.hparams
         world_size, rank = self._rank()
-        stream = MultiTaskPredictStream(self, self._predict_path(), "data.predict_file", max_tokens=hp.eval_max_tokens or hp.max_tokens,
+        stream = self.predict_stream_class(self, self._predict_path(), "data.predict_file", max_tokens=hp.eval_max_tokens or hp.max_tokens,
                                         max_batch_size=hp.max_batch_size, world_size=world_size, rank=rank)
         return DataLoader(stream, batch_size=None)
 
@@ -421,3 +424,6 @@ class MultiTaskPredictStream(PredictStream):
             batches += [add_task(batch, task, prefix) for batch in task_batches]
             usable += count
         return batches, usable
+
+
+MultiTaskDataModule.predict_stream_class = MultiTaskPredictStream
