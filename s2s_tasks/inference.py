@@ -70,7 +70,8 @@ class Predictor:
 
     @classmethod
     def from_checkpoint(cls, path: str, device: str = "cpu", generation: Optional[Mapping[str, Any]] = None,
-                        max_tokens: Optional[int] = None, max_batch_size: Optional[int] = None) -> "Predictor":
+                        max_tokens: Optional[int] = None, max_batch_size: Optional[int] = None,
+                        quantize: Optional[str] = None) -> "Predictor":
         """Load an s2s-tasks checkpoint (weights, tokenizer, labels, data encoding settings).
 
         Args:
@@ -79,6 +80,8 @@ class Predictor:
             generation: decoding settings to change (keys of ``model.generation``, e.g.
                 ``{"beam_size": 8, "max_length": 64}``); the checkpoint's are kept otherwise.
             max_tokens, max_batch_size: the batch budget (default: the checkpoint's evaluation budget).
+            quantize: ``"int8"``: dynamic int8 quantisation of the linear layers (CPU only;
+                :mod:`s2s_tasks.quantize`); ``None`` keeps the trained precision.
         """
         checkpoint = load_checkpoint(path)
         extras = checkpoint.get(EXTRAS_KEY)
@@ -96,6 +99,10 @@ class Predictor:
         del checkpoint  # load_from_checkpoint reads the file again; keep one copy of the weights in memory
         model = module_class.load_from_checkpoint(path, map_location=device)
         model.to(device)
+        if quantize is not None:
+            from s2s_tasks.quantize import quantize_model
+
+            model = quantize_model(model, quantize)
         predictor = cls(model, datamodule, task, source=path)
         if generation:
             predictor.set_generation(**generation)
