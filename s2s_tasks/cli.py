@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import List, Optional, Sequence
 
 from s2s_tasks.config_errors import ConfigError, ErrorContext, config_files, load_yaml, option_values
-from s2s_tasks.registry import TASKS, get_task
+from s2s_tasks.registry import TASKS, get_task, init_parameters
 
 SUBCOMMANDS = ("fit", "validate", "test", "predict")
 #: commands that use a trained checkpoint outside the Trainer: name -> module with ``main(argv)``
@@ -123,6 +123,8 @@ WEIGHT_SHAPING_KEYS = frozenset({
     "head", "pooling", "crf", "hidden_size",
     # parameter-efficient fine-tuning (recorded only by models that use it)
     "peft", "lora_rank", "lora_targets", "adapter_size",
+    # a Hugging Face network in place of ours
+    "pretrained",
 })
 #: filled in by the data module (link_arguments), or about how a run starts: never taken from
 #: the checkpoint's hyperparameters
@@ -189,8 +191,9 @@ def _apply_init_from(config, defaults, task: str) -> None:
     _merge_checkpoint_hparams(config.model, defaults.model, shaping)
     if labels.get("labels") and "labels" in config.data and config.data.get("labels") is None:
         config.data.labels = list(labels["labels"])
-    if "head" in config.model and "head" in config.data:
-        config.data.head = config.model.head
+    for key in ("head", "pretrained"):
+        if key in config.model and key in config.data:
+            config.data[key] = config.model[key]
 
 
 def _class_path(node) -> str:
@@ -287,11 +290,15 @@ def _build_cli_class():
         def add_arguments_to_parser(self, parser) -> None:
             parser.add_argument("--task", choices=list(TASKS), required=False, help="the task: " + ", ".join(TASKS))
             parser.add_lightning_class_args(PredictionWriter, "predictions")
+            parser.add_argument("--quantize", choices=["int8"], default=None,
+                                help="predict only: int8 = dynamic int8 quantisation of the linear layers (CPU inference)")
             parser.link_arguments("data.vocab_size", "model.vocab_size", apply_on="instantiate")
             parser.link_arguments("data.pad_id", "model.pad_id", apply_on="instantiate")
             if issubclass(self.datamodule_class, MultiTaskDataModule):
                 parser.link_arguments("model.mode", "data.mode")  # the data encodes by the model's mode
                 parser.link_arguments("data.task_setup", "model.task_setup", apply_on="instantiate")
+            if "pretrained" in init_parameters(self.datamodule_class) and "pretrained" in init_parameters(self.model_class):
+                parser.link_arguments("model.pretrained", "data.pretrained")  # the data uses the model's tokenizer
             if issubclass(self.datamodule_class, StructuredDataModule):
                 parser.link_arguments("data.num_labels", "model.num_labels", apply_on="instantiate")
                 # the model's head decides how the data is encoded (features or text pairs)
@@ -359,8 +366,9 @@ def _build_cli_class():
                 config.model.task_options = dict((checkpoint.get("hyper_parameters") or {}).get("task_options") or {})
             _merge_checkpoint_hparams(config.data, defaults.data, data_hparams, DATA_LOCATION_KEYS, "data")
             # the links ran before the checkpoint was read: apply them again
-            if "head" in config.model and "head" in config.data:
-                config.data.head = config.model.head
+            for key in ("head", "pretrained"):
+                if key in config.model and key in config.data:
+                    config.data[key] = config.model[key]
             for name in getattr(self.datamodule_class, "model_links", ()):
                 config.model[name] = config.data[name]
 
@@ -379,6 +387,13 @@ def _build_cli_class():
                 # the PredictionWriter streams predictions to the output file; keeping them all in
                 # memory as well would make predict's memory grow with the input file
                 config.return_predictions = False
+            if config.get("quantize") is not None:
+                if self.subcommand != "predict":
+                    raise ValueError(f"--quantize applies to s2s-tasks predict only; drop it from {self.subcommand}")
+                from jsonargparse import Namespace
+
+                quantizer = Namespace(class_path="s2s_tasks.quantize.Int8Quantization", init_args=Namespace(method=config.quantize))
+                config.trainer.callbacks = [*(config.trainer.get("callbacks") or []), quantizer]
             callbacks = config.trainer.get("callbacks")
             if config.trainer.get("logger") is False and isinstance(callbacks, list):
                 # LearningRateMonitor refuses to run without a logger (it only logs the rate to it)

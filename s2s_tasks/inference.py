@@ -113,28 +113,34 @@ class Predictor:
     def device(self) -> torch.device:
         return next(self.model.parameters()).device
 
+    def generating_modules(self) -> List[torch.nn.Module]:
+        """The modules whose decoding settings apply: the model, or a multi-task model's tasks that generate."""
+        modules = list(getattr(self.model, "task_modules", {}).values()) or [self.model]
+        return [m for m in modules if hasattr(m, "generation") and bool(getattr(m, "generates", True))]
+
     @property
     def generates(self) -> bool:
-        """Whether answers are generated text (decoding settings apply)."""
-        return hasattr(self.model, "generation") and bool(getattr(self.model, "generates", True))
+        """Whether answers (of some task, for a multi-task model) are generated text (decoding settings apply)."""
+        return bool(self.generating_modules())
 
     @property
     def generation(self):
-        """The model's :class:`~s2s_tasks.generation.GenerationConfig` (``None`` for a model without one)."""
-        return getattr(self.model, "generation", None) if self.generates else None
+        """The :class:`~s2s_tasks.generation.GenerationConfig` of the (first) generating module, or ``None``."""
+        modules = self.generating_modules()
+        return modules[0].generation if modules else None
 
     def set_generation(self, **changes: Any) -> None:
-        """Change decoding settings (checked: a bad value raises ``ValueError`` naming the key)."""
-        if self.generation is None:
+        """Change decoding settings (checked: a bad value raises ``ValueError`` naming the key);
+        a multi-task model's generating tasks all get them."""
+        modules = self.generating_modules()
+        if not modules:
             raise ValueError(f"the {self.task} model does not generate text: it has no decoding settings to change")
-        known = {f.name for f in dataclasses.fields(self.generation)}
+        known = {f.name for f in dataclasses.fields(modules[0].generation)}
         unknown = sorted(set(changes) - known)
         if unknown:
             raise ValueError(f"unknown decoding setting(s) {unknown}; known: {sorted(known)}")
-        self.model.generation = dataclasses.replace(self.generation, **changes)
-        for module in getattr(self.model, "task_modules", {}).values() if hasattr(self.model, "task_modules") else ():
-            if hasattr(module, "generation"):
-                module.generation = dataclasses.replace(module.generation, **changes)
+        for module in modules:
+            module.generation = dataclasses.replace(module.generation, **changes)
 
     def input_fields(self) -> List[str]:
         """The fields a record may have (the data module's predict columns). A task that reads

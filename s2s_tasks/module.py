@@ -188,7 +188,7 @@ class BaseModule(pl.LightningModule):
             for name in frozen:
                 state.pop(name, None)
             checkpoint[EXTRAS_KEY][TRAINABLE_ONLY_KEY] = {
-                "base": self.hparams.get("init_from"), "left_out": len(frozen), "base_fingerprint": self.frozen_fingerprint(),
+                "base": self.hparams.get("init_from") or self.hparams.get("pretrained"), "left_out": len(frozen), "base_fingerprint": self.frozen_fingerprint(),
             }
 
     def frozen_fingerprint(self) -> float:
@@ -201,7 +201,8 @@ class BaseModule(pl.LightningModule):
         ``model.init_from`` (loaded in :meth:`setup`, or here when the module was built outside a
         Trainer), so that Lightning's strict loading sees every tensor."""
         partial = checkpoint[EXTRAS_KEY][TRAINABLE_ONLY_KEY]
-        if not getattr(self, "_initialised", False):
+        if not getattr(self, "_initialised", False) and (self.hparams.get("init_from") or not self.hparams.get("pretrained")):
+            # (a model.pretrained network has its frozen base from the pretrained model already)
             init_from = self.hparams.get("init_from")
             if not init_from:
                 raise ValueError(

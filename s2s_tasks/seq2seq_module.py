@@ -87,6 +87,11 @@ class Seq2SeqModule(BaseModule):
         peft_train_norms: the LayerNorms of the network are trained too.
         save_trainable_only: checkpoints hold only the trained weights (the frozen ones come from
             ``init_from``, which ``validate``/``test``/``predict``/resuming then need too).
+        pretrained: a Hugging Face model (local directory written by ``save_pretrained``, or a hub
+            name when online) to fine-tune instead of our own network: an encoder-decoder (T5, BART,
+            Marian, mBART ...) for generation, any encoder (BERT-style) under an encoder head. Its
+            tokenizer replaces a trained one (``data.pretrained`` follows this key); the architecture
+            settings are then unused. Needs ``pip install 's2s-tasks[hf]'``; see :mod:`s2s_tasks.nn.pretrained`.
     """
 
     def __init__(
@@ -134,6 +139,7 @@ class Seq2SeqModule(BaseModule):
         adapter_size: int = 64,
         peft_train_norms: bool = False,
         save_trainable_only: bool = False,
+        pretrained: Optional[str] = None,
     ) -> None:
         super().__init__(learning_rate, weight_decay, adam_betas, warmup_steps, lr_schedule, min_lr_ratio)
         if vocab_size <= 0:
@@ -143,6 +149,12 @@ class Seq2SeqModule(BaseModule):
             )
         if not 0.0 <= label_smoothing < 1.0:
             raise ValueError(f"model.label_smoothing must be in [0, 1), got {label_smoothing}")
+        if pretrained is not None:
+            for key, value in (("copy_attention", copy_attention), ("coverage_attention", coverage_attention),
+                               ("coverage_loss_weight", coverage_loss_weight > 0)):
+                if value:
+                    raise ValueError(f"model.{key} is a setting of our own networks; a model.pretrained network has no "
+                                     f"such layer: drop --model.{key}")
         if not coverage_loss_weight >= 0:
             raise ValueError(f"model.coverage_loss_weight must be >= 0 (0 disables coverage), got {coverage_loss_weight}")
         self.generation = _as_generation_config(generation, GenerationConfig(strategy="beam", beam_size=4))
@@ -166,7 +178,13 @@ class Seq2SeqModule(BaseModule):
         self._reported_signatures: Dict[str, str] = {}
 
     def build_network(self, network_args: Dict[str, Any]) -> None:
-        """Create the weights from the ``model.*`` network arguments (``self.model``, a :class:`Seq2Seq`)."""
+        """Create the weights from the ``model.*`` network arguments (``self.model``, a :class:`Seq2Seq`),
+        or load the ``model.pretrained`` encoder-decoder (the architecture arguments are then unused)."""
+        if self.hparams.get("pretrained"):
+            from s2s_tasks.nn.pretrained import PretrainedSeq2Seq
+
+            self.model = PretrainedSeq2Seq(self.hparams.pretrained, self.hparams.vocab_size)
+            return
         self.model = build_seq2seq(**network_args)
 
     def peft_network(self) -> nn.Module:
@@ -234,7 +252,12 @@ class Seq2SeqModule(BaseModule):
         nll = F.nll_loss(log_probs, flat_target, ignore_index=pad, reduction="sum")
         loss = nll
         if label_smoothing > 0:
-            uniform = -log_probs.mean(dim=-1).masked_fill(flat_target == pad, 0.0).sum()
+            dead = getattr(self.model, "dead", None) if "model" in self._modules else None
+            if dead is None:
+                per_token = -log_probs.mean(dim=-1)
+            else:  # a pretrained network's ids that are never a next token (-inf) are outside the support
+                per_token = -log_probs.masked_fill(dead, 0.0).sum(dim=-1) / (~dead).sum()
+            uniform = per_token.masked_fill(flat_target == pad, 0.0).sum()
             loss = (1.0 - label_smoothing) * nll + label_smoothing * uniform
         return loss, nll, int((target != pad).sum())
 

@@ -66,8 +66,13 @@ class StructuredModule(Seq2SeqModule):
         if self.generates:
             super().build_network(network_args)
             return
-        encoder_keys = inspect.signature(build_encoder).parameters
-        self.encoder = build_encoder(**{k: v for k, v in network_args.items() if k in encoder_keys})
+        if self.hparams.get("pretrained"):
+            from s2s_tasks.nn.pretrained import PretrainedEncoder
+
+            self.encoder = PretrainedEncoder(self.hparams.pretrained, self.hparams.vocab_size)
+        else:
+            encoder_keys = inspect.signature(build_encoder).parameters
+            self.encoder = build_encoder(**{k: v for k, v in network_args.items() if k in encoder_keys})
         self.task_head = self.build_head(self.encoder.output_size)
 
     # ----------------------------------------------------------------------------- task hooks

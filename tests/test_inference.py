@@ -98,5 +98,8 @@ def test_multitask_predictor_routes_each_record_to_its_task(tiny_checkpoint, tmp
         assert written.pop("index") == answer.pop("index") + 1
         answer.pop("score", None), written.pop("score", None)
         assert answer == written
+    predictor.set_generation(max_length=2)  # the tasks that generate (translation here) take it
+    assert predictor.model.task_modules["translation"].generation.max_length == 2
+    assert isinstance(predictor.predict(records[2:])[0]["prediction"], str)
     with pytest.raises(InvalidRecords, match="unknown task 'qa'"):
         predictor.predict([{"task": "qa", "question": "?", "context": "."}])

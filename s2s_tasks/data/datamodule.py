@@ -351,6 +351,11 @@ class TextDataModule(pl.LightningDataModule):
                 tokenizer = load_tokenizer(hp.tokenizer_file)
                 check_extra_special_tokens(tokenizer, self.special_tokens, f"data.tokenizer_file {hp.tokenizer_file}")
                 self._tokenizer = tokenizer
+            elif hp.get("pretrained"):
+                from s2s_tasks.data.pretrained_tokenizer import load_hf_tokenizer, pretrained_tokenizer
+
+                self._tokenizer = pretrained_tokenizer(load_hf_tokenizer(hp.pretrained), self.special_tokens)
+                log.info("Using the tokenizer of model.pretrained %s (%d tokens)", hp.pretrained, self._tokenizer.get_vocab_size())
             else:
                 if self._split_source("train") is None:
                     raise ValueError(
@@ -557,6 +562,8 @@ class Seq2SeqDataModule(TextDataModule):
         tokenizer_file: a ``tokenizers`` JSON file or an s2s-tasks checkpoint to take the
             tokenizer from; otherwise one is trained on the training split (shared source/target).
         tokenizer_kind, tokenizer_vocab_size, min_frequency, lowercase: settings for that training.
+        pretrained: the Hugging Face model whose tokenizer is used (set from ``model.pretrained``
+            by the CLI); the tokenizer settings above are then unused.
         max_source_tokens, max_target_tokens: truncation lengths (special tokens included);
             the number of truncated records is reported.
         max_tokens: token budget of a training batch (padded size); ``eval_max_tokens`` for
@@ -605,6 +612,7 @@ class Seq2SeqDataModule(TextDataModule):
         num_workers: int = 0,
         seed: int = 1234,
         cache_dir: Optional[str] = None,
+        pretrained: Optional[str] = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()

@@ -44,6 +44,8 @@ class StructuredDataModule(TextDataModule):
         tokenizer_file, tokenizer_kind, tokenizer_vocab_size, min_frequency, lowercase: the
             tokenizer (loaded, or trained on the training split's rendered inputs, and targets
             in ``generate`` mode).
+        pretrained: the Hugging Face model whose tokenizer is used (set from ``model.pretrained``
+            by the CLI); the tokenizer settings above are then unused.
         max_source_tokens: longest encoder input (special tokens included); longer inputs are
             cut (or windowed, for QA) and counted.
         max_target_tokens: longest rendered target in ``generate`` mode.
@@ -87,6 +89,7 @@ class StructuredDataModule(TextDataModule):
         num_workers: int = 0,
         seed: int = 1234,
         cache_dir: Optional[str] = None,
+        pretrained: Optional[str] = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()

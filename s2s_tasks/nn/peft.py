@@ -36,6 +36,7 @@ from .attention import AttentionMechanism, MultiHeadAttention
 from .decoders import RNNDecoder, TransformerDecoderLayer
 from .dropout import Dropout
 from .encoders import FeedForward, TransformerEncoderLayer
+from .pretrained import hf_adapter_sites, hf_lora_sites, is_pretrained_network
 
 LORA_TARGETS = ("attention", "ffn")
 #: the adapter slots of a Transformer layer (Houlsby placement: after self-attention and after the FFN)
@@ -140,6 +141,32 @@ class BottleneckAdapter(nn.Module):
         return h + self.up(self.activation(self.down(h)))
 
 
+class AdaptedLinear(nn.Linear):
+    """A linear layer followed by a :class:`BottleneckAdapter` on its output: where adapters go in
+    pretrained networks, whose layers have no adapter slots (the output projections of the
+    self-attention and feed-forward sublayers, before the residual sum: Houlsby et al., 2019).
+    ``weight`` and ``bias`` keep their names, so the network's state dicts load as they are.
+
+    ``(*, in) -> (*, out)``."""
+
+    def __init__(self, in_features: int, out_features: int, bottleneck: int, bias: bool = True) -> None:
+        super().__init__(in_features, out_features, bias=bias)
+        self.adapter = BottleneckAdapter(out_features, bottleneck)
+
+    @classmethod
+    def from_linear(cls, linear: nn.Linear, bottleneck: int) -> "AdaptedLinear":
+        """An ``AdaptedLinear`` over the very ``weight`` and ``bias`` of ``linear``; only the adapter is new."""
+        weight = linear.weight
+        layer = cls(linear.in_features, linear.out_features, bottleneck, bias=linear.bias is not None).to(
+            device=weight.device, dtype=weight.dtype)
+        layer.weight = weight
+        layer.bias = linear.bias
+        return layer
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.adapter(F.linear(x, self.weight, self.bias))
+
+
 # --------------------------------------------------------------------------------------------- insertion
 def _lora_sites(module: nn.Module, targets: Sequence[str]) -> Iterator[Tuple[nn.Module, str]]:
     """``(parent, attribute)`` of every ``nn.Linear`` that ``targets`` select in ``module``."""
@@ -174,7 +201,8 @@ def add_lora(
         raise ValueError(f"the LoRA rank must be at least 1, got {rank}")
     names = {id(m): name for name, m in module.named_modules()}
     adapted = []
-    for parent, attribute in list(_lora_sites(module, targets)):
+    sites = hf_lora_sites(module, targets) if is_pretrained_network(module) else list(_lora_sites(module, targets))
+    for parent, attribute in sites:
         layer = getattr(parent, attribute)
         if isinstance(layer, LoRALinear):
             continue
@@ -195,6 +223,17 @@ def add_adapters(module: nn.Module, bottleneck: int = 64) -> List[str]:
         ValueError: ``module`` has no Transformer layer (e.g. an RNN), so there is nowhere to put one.
     """
     added = []
+    if is_pretrained_network(module):
+        names = {id(m): name for name, m in module.named_modules()}
+        for parent, attribute in hf_adapter_sites(module):
+            layer = getattr(parent, attribute)
+            if not isinstance(layer, AdaptedLinear):
+                setattr(parent, attribute, AdaptedLinear.from_linear(layer, bottleneck))
+                added.append(f"{names[id(parent)]}.{attribute}.adapter".lstrip("."))
+        if not added and not any(isinstance(m, AdaptedLinear) for m in module.modules()):
+            raise ValueError("this pretrained network has no self-attention or feed-forward output layer that s2s-tasks "
+                             "recognises for adapters; use --model.peft lora")
+        return added
     for name, layer in module.named_modules():
         if not isinstance(layer, (TransformerEncoderLayer, TransformerDecoderLayer)):
             continue
