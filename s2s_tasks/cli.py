@@ -290,6 +290,8 @@ def _build_cli_class():
         def add_arguments_to_parser(self, parser) -> None:
             parser.add_argument("--task", choices=list(TASKS), required=False, help="the task: " + ", ".join(TASKS))
             parser.add_lightning_class_args(PredictionWriter, "predictions")
+            parser.add_argument("--save_attention", action="store_true",
+                                help="predict only: short for --predictions.save_attention true (attention maps of each prediction)")
             parser.add_argument("--quantize", choices=["int8"], default=None,
                                 help="predict only: int8 = dynamic int8 quantisation of the linear layers (CPU inference)")
             parser.link_arguments("data.vocab_size", "model.vocab_size", apply_on="instantiate")
@@ -387,6 +389,11 @@ def _build_cli_class():
                 # the PredictionWriter streams predictions to the output file; keeping them all in
                 # memory as well would make predict's memory grow with the input file
                 config.return_predictions = False
+            if config.get("save_attention"):
+                if self.subcommand != "predict":
+                    raise ValueError(f"--save_attention applies to s2s-tasks predict only; drop it from {self.subcommand} "
+                                     "(during fit the AttentionMaps callback draws the maps)")
+                config.predictions.save_attention = True
             if config.get("quantize") is not None:
                 if self.subcommand != "predict":
                     raise ValueError(f"--quantize applies to s2s-tasks predict only; drop it from {self.subcommand}")

@@ -159,7 +159,12 @@ def _tensorboard_writers(trainer: pl.Trainer) -> List[Any]:
     """The SummaryWriters of the trainer's TensorBoard loggers."""
     from pytorch_lightning.loggers import TensorBoardLogger
 
-    return [logger.experiment for logger in trainer.loggers if isinstance(logger, TensorBoardLogger)]
+    from s2s_tasks.loggers import CSVAndTensorBoardLogger
+
+    writers = [logger.experiment for logger in trainer.loggers if isinstance(logger, TensorBoardLogger)]
+    writers += [logger.tensorboard for logger in trainer.loggers
+                if isinstance(logger, CSVAndTensorBoardLogger) and logger.tensorboard is not None]
+    return writers
 
 
 class _Evaluating:

@@ -5,7 +5,6 @@ functions, from the callbacks during a tiny `fit` (Transformer and RNN), and fro
 from __future__ import annotations
 
 import csv
-import importlib.util
 import json
 import logging
 import struct
@@ -175,12 +174,9 @@ def common(tmp_path: Path, task: str = "translation"):
 
 
 def test_fit_draws_attention_maps_and_curves_and_predict_saves_attention(tmp_path):
-    tensorboard = importlib.util.find_spec("tensorboard") or importlib.util.find_spec("tensorboardX")
-    loggers = ["--trainer.logger.init_args.save_dir", str(tmp_path / "logs")]
-    if tensorboard:  # a second logger, as the README shows
-        loggers += ["--trainer.logger+=pytorch_lightning.loggers.TensorBoardLogger",
-                    "--trainer.logger.save_dir", str(tmp_path / "tensorboard")]
-    main(["fit", *common(tmp_path), *loggers, "--model.num_decoder_layers", "2"])
+    """The default logger writes metrics.csv and TensorBoard events (scalars and the attention
+    images) into the run's one log directory."""
+    main(["fit", *common(tmp_path), "--trainer.logger.init_args.save_dir", str(tmp_path / "logs"), "--model.num_decoder_layers", "2"])
     (run,) = (tmp_path / "logs" / "translation").glob("version_*")
     maps = sorted((run / "attention").glob("*.png"))
     assert [p.name for p in maps] == [f"epoch0_example{i}.png" for i in range(4)]  # configs/translation.yaml: 4 examples
@@ -188,16 +184,17 @@ def test_fit_draws_attention_maps_and_curves_and_predict_saves_attention(tmp_pat
         width, height = png_size(path)
         assert width >= plots.HEATMAP_MIN_PX[0] and height >= plots.HEATMAP_MIN_PX[1]
     assert png_size(run / "curves.png")[0] == 3 * plots.CURVES_PANEL_PX[0]
-    if tensorboard:
-        (events,) = (tmp_path / "tensorboard").rglob("events.out.tfevents.*")
-        assert b"attention/example0" in events.read_bytes()  # the image's tag
+    assert (run / "metrics.csv").is_file()
+    events = b"".join(path.read_bytes() for path in run.glob("events.out.tfevents.*"))
+    for tag in (b"attention/example0", b"train/loss", b"lr-AdamW", b"val/bleu"):  # images, losses, rate, metrics
+        assert tag in events, tag
 
     inputs = ["a first input line", "the second one", "third"]
     predict_file = tmp_path / "input.txt"
     predict_file.write_text("\n".join(inputs) + "\n", encoding="utf-8")
     output = tmp_path / "out" / "predictions.jsonl"
     main(["predict", "--ckpt_path", str(run / "checkpoints" / "last.ckpt"), "--data.predict_file", str(predict_file),
-          "--predictions.output_file", str(output), "--predictions.save_attention", "true",
+          "--predictions.output_file", str(output), "--save_attention",  # short for --predictions.save_attention true
           "--predictions.attention_layer", "0", "--trainer.logger", "false", "--trainer.default_root_dir", str(tmp_path),
           "--data.cache_dir", str(tmp_path / "hf-cache")])
     assert len(output.read_text().splitlines()) == 3
@@ -248,3 +245,8 @@ def test_training_curves_plot_of_a_run_stopped_by_an_error(tmp_path):
     trainer = SimpleNamespace(is_global_zero=True, state=SimpleNamespace(fn="fit"), loggers=[logger])
     TrainingCurvesPlot().on_exception(trainer, None, RuntimeError("the run stopped"))
     assert png_size(Path(logger.log_dir) / "curves.png") == plots.curves_size(1)
+
+
+def test_save_attention_is_a_predict_option(tmp_path):
+    with pytest.raises(ValueError, match="--save_attention applies to s2s-tasks predict only"):
+        main(["fit", *common(tmp_path), "--trainer.logger", "false", "--save_attention"])
