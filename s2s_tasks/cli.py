@@ -131,13 +131,13 @@ WEIGHT_SHAPING_KEYS = frozenset({
 LINKED_KEYS = frozenset({"vocab_size", "pad_id", "num_labels", "task_setup", "init_from"})
 
 
-#: data settings that describe where data is and how it is batched, not how text is encoded:
-#: never taken from a checkpoint
-DATA_LOCATION_KEYS = frozenset({
+#: data settings that say where the data is (not how text is encoded): never taken from a checkpoint
+DATA_SOURCE_KEYS = frozenset({
     "train_file", "validation_file", "test_file", "predict_file", "dataset", "dataset_config",
     "train_split", "validation_split", "test_split", "tokenizer_file", "cache_dir", "num_workers",
-    "max_tokens", "eval_max_tokens", "max_batch_size", "seed", "head",
 })
+#: ... and those about how it is batched (the run's own, at the command line)
+DATA_LOCATION_KEYS = DATA_SOURCE_KEYS | {"max_tokens", "eval_max_tokens", "max_batch_size", "seed", "head"}
 
 
 def _merge_checkpoint_hparams(current, defaults, stored: dict, skip: frozenset = LINKED_KEYS, section: str = "model") -> None:

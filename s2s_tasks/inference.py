@@ -21,16 +21,23 @@ from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence
 import torch
 
 from s2s_tasks.checkpoint import EXTRAS_KEY, load_checkpoint
+from s2s_tasks.cli import DATA_SOURCE_KEYS
 from s2s_tasks.data.records import MISSING, Records
 from s2s_tasks.registry import build, get_task
 
 log = logging.getLogger(__name__)
 
-#: data settings about where data is and how it is batched: not taken from a checkpoint
-_LOCATION_KEYS = frozenset({
-    "train_file", "validation_file", "test_file", "predict_file", "dataset", "dataset_config",
-    "train_split", "validation_split", "test_split", "tokenizer_file", "cache_dir", "num_workers",
-})
+
+
+def record_forms(datamodule: Any) -> Iterator[List[Any]]:
+    """The field lists (:class:`~s2s_tasks.data.schema.Field`) of each form of predict record a
+    task's data module reads (NER: pre-split ``tokens``, or raw ``text``)."""
+    columns = [v for k, v in datamodule.hparams.items() if k.endswith("_column") and isinstance(v, str)]
+    for present in [[], *([c] for c in columns)]:
+        try:
+            yield datamodule.fields("predict", Records({c: [] for c in present}, origin="request"))
+        except ValueError:  # not a form of this task's records
+            continue
 
 
 class InvalidRecords(ValueError):
@@ -44,9 +51,9 @@ class InvalidRecords(ValueError):
 
 def _data_settings(stored: Mapping[str, Any]) -> Dict[str, Any]:
     """A checkpoint's data hyperparameters without the ones about where its data was."""
-    settings = {k: v for k, v in stored.items() if k not in _LOCATION_KEYS and not k.startswith("_")}
+    settings = {k: v for k, v in stored.items() if k not in DATA_SOURCE_KEYS and not k.startswith("_")}
     if isinstance(settings.get("tasks"), Mapping):  # a multi-task model: each task's own settings too
-        settings["tasks"] = {name: {k: v for k, v in (task or {}).items() if k not in _LOCATION_KEYS}
+        settings["tasks"] = {name: {k: v for k, v in (task or {}).items() if k not in DATA_SOURCE_KEYS}
                              for name, task in settings["tasks"].items()}
     return settings
 
@@ -150,12 +157,7 @@ class Predictor:
         modules = list(getattr(data, "task_data", {}).values()) or [data]
         names: List[str] = [data.hparams.task_column] if modules[0] is not data else []
         for module in modules:
-            columns = [v for k, v in module.hparams.items() if k.endswith("_column") and isinstance(v, str)]
-            for present in [[], *([c] for c in columns)]:
-                try:
-                    fields = module.fields("predict", Records({c: [] for c in present}, origin="request"))
-                except ValueError:  # not a form of this task's records
-                    continue
+            for fields in record_forms(module):
                 names += [f.column for f in fields if f.column not in names]
         return names
 

@@ -9,8 +9,7 @@ import logging
 from dataclasses import dataclass
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
 
-from s2s_tasks.data.records import Records
-from s2s_tasks.inference import InvalidRecords, Predictor
+from s2s_tasks.inference import InvalidRecords, Predictor, record_forms
 
 log = logging.getLogger(__name__)
 
@@ -51,12 +50,7 @@ class Endpoint:
 def _string_field(datamodule: Any) -> Optional[str]:
     """The one text field of the task's simplest record form (``source``, ``text``, ``history``
     ...), or None when every form needs several fields (QA, relation extraction)."""
-    columns = [v for k, v in datamodule.hparams.items() if k.endswith("_column") and isinstance(v, str)]
-    for present in [[], *([c] for c in columns)]:
-        try:
-            fields = datamodule.fields("predict", Records({c: [] for c in present}, origin="request"))
-        except ValueError:  # not a form of this task's records
-            continue
+    for fields in record_forms(datamodule):
         required = [f for f in fields if not f.optional]
         if len(required) == 1 and required[0].kind == "text":
             return required[0].column
