@@ -36,6 +36,8 @@ tasks (--task):
 
 Every key of configs/TASK.yaml can be overridden with --config FILE or a flag such as
 --model.d_model 512, --data.train_file my.jsonl, --trainer.max_epochs 5.
+--preset real layers configs/presets/real/TASK.yaml over it: model sizes, schedule and batches
+tuned on the real data sets (the defaults are sized for the small embedded samples).
 Errors are printed as one paragraph; --verbose (or S2S_TASKS_VERBOSE=1) adds the traceback.
 Options of one task and subcommand: s2s-tasks fit --task translation --help
 """
@@ -94,6 +96,21 @@ def _task_origin(argv: Sequence[str]) -> str:
         if isinstance(data, dict) and isinstance(data.get("task"), str):
             return f"the task: key of config file {path}"
     return f"checkpoint {_ckpt_path_arg(argv)}"
+
+
+def _preset_files(argv: Sequence[str], spec) -> List[str]:
+    """The config file of ``--preset NAME`` for this task (layered over its default config as a
+    second default config file, so ``--config`` files and flags still override it)."""
+    names = option_values(argv, "--preset")
+    if not names:
+        return []
+    name = names[-1]
+    path = spec.preset_file(name)
+    if not path.is_file():
+        available = spec.presets()
+        _fail(f"--preset {name}: there is no {name} preset for task {spec.name} (no file {path}); "
+              + (f"presets of {spec.name}: {', '.join(available)}" if available else f"task {spec.name} has no presets"))
+    return [str(path)]
 
 
 def _configure_logging() -> None:
@@ -289,6 +306,10 @@ def _build_cli_class():
     class S2STasksCLI(LightningCLI):
         def add_arguments_to_parser(self, parser) -> None:
             parser.add_argument("--task", choices=list(TASKS), required=False, help="the task: " + ", ".join(TASKS))
+            task = getattr(self.model_class, "task_name", "")
+            parser.add_argument("--preset", choices=get_task(task).presets() if task in TASKS else None, default=None,
+                                help="a preset config layered over the task's default (configs/presets/PRESET/TASK.yaml), "
+                                     "before --config files and flags; real: sizes and schedule tuned on real data sets")
             parser.add_lightning_class_args(PredictionWriter, "predictions")
             parser.add_argument("--save_attention", action="store_true",
                                 help="predict only: short for --predictions.save_attention true (attention maps of each prediction)")
@@ -451,7 +472,7 @@ def _run(argv: List[str], args: Optional[List[str]]):
     module_class, datamodule_class = spec.classes()
     cli_class = _build_cli_class()
     # exit_on_error=False: parse errors are raised (as ConfigError) instead of printing the usage
-    defaults = {"default_config_files": [str(spec.config_file)], "exit_on_error": False}
+    defaults = {"default_config_files": [str(spec.config_file), *_preset_files(argv, spec)], "exit_on_error": False}
     return cli_class(
         module_class,
         datamodule_class,

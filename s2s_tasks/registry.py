@@ -9,7 +9,7 @@ import importlib
 import inspect
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, Tuple, Type
+from typing import Any, Dict, List, Tuple, Type
 
 
 
@@ -23,6 +23,15 @@ class TaskSpec:
     @property
     def config_file(self) -> Path:
         return config_dir() / f"{self.name}.yaml"
+
+    def preset_file(self, preset: str) -> Path:
+        """``configs/presets/PRESET/NAME.yaml``: a partial config layered over the task's default."""
+        return config_dir() / "presets" / preset / f"{self.name}.yaml"
+
+    def presets(self) -> List[str]:
+        """The presets that have a file for this task."""
+        root = config_dir() / "presets"
+        return sorted(d.name for d in root.iterdir() if (d / f"{self.name}.yaml").is_file()) if root.is_dir() else []
 
     def classes(self) -> Tuple[Type, Type]:
         return _load(self.module), _load(self.datamodule)
