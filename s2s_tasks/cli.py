@@ -98,19 +98,47 @@ def _task_origin(argv: Sequence[str]) -> str:
     return f"checkpoint {_ckpt_path_arg(argv)}"
 
 
-def _preset_files(argv: Sequence[str], spec) -> List[str]:
-    """The config file of ``--preset NAME`` for this task (layered over its default config as a
-    second default config file, so ``--config`` files and flags still override it)."""
+def _deep_merge(base: dict, over: dict) -> dict:
+    """``over`` laid over ``base``: mappings merge key by key, anything else is replaced."""
+    merged = dict(base)
+    for key, value in over.items():
+        merged[key] = _deep_merge(merged[key], value) if isinstance(value, dict) and isinstance(merged.get(key), dict) else value
+    return merged
+
+
+def _default_config_files(argv: Sequence[str], spec) -> List[str]:
+    """The task's default config file; with ``--preset NAME``, that file with the preset's
+    (``configs/presets/NAME/TASK.yaml``) merged over it, written once to a temporary file.
+
+    The merge is done here rather than by giving jsonargparse both files as default config files:
+    its ``get_defaults()`` (which the checkpoint handling reads) cannot layer the second file's
+    value of a dataclass-typed key such as ``model.generation`` over the first's."""
     names = option_values(argv, "--preset")
     if not names:
-        return []
+        return [str(spec.config_file)]
     name = names[-1]
     path = spec.preset_file(name)
     if not path.is_file():
         available = spec.presets()
         _fail(f"--preset {name}: there is no {name} preset for task {spec.name} (no file {path}); "
               + (f"presets of {spec.name}: {', '.join(available)}" if available else f"task {spec.name} has no presets"))
-    return [str(path)]
+    import hashlib
+    import os
+    import tempfile
+
+    import yaml
+
+    base_text, preset_text = spec.config_file.read_text(encoding="utf-8"), path.read_text(encoding="utf-8")
+    digest = hashlib.sha256((base_text + "\0" + preset_text).encode()).hexdigest()[:16]
+    merged_file = Path(tempfile.gettempdir()) / "s2s-tasks-presets" / f"{spec.name}.{name}.{digest}.yaml"
+    if not merged_file.is_file():
+        merged = _deep_merge(yaml.safe_load(base_text) or {}, yaml.safe_load(preset_text) or {})
+        merged_file.parent.mkdir(parents=True, exist_ok=True)
+        partial = merged_file.with_suffix(f".{os.getpid()}.part")
+        partial.write_text(f"# {spec.config_file} with {path} merged over it (s2s-tasks --preset {name})\n"
+                           + yaml.safe_dump(merged, sort_keys=False), encoding="utf-8")
+        os.replace(partial, merged_file)
+    return [str(merged_file)]
 
 
 def _configure_logging() -> None:
@@ -472,7 +500,7 @@ def _run(argv: List[str], args: Optional[List[str]]):
     module_class, datamodule_class = spec.classes()
     cli_class = _build_cli_class()
     # exit_on_error=False: parse errors are raised (as ConfigError) instead of printing the usage
-    defaults = {"default_config_files": [str(spec.config_file), *_preset_files(argv, spec)], "exit_on_error": False}
+    defaults = {"default_config_files": _default_config_files(argv, spec), "exit_on_error": False}
     return cli_class(
         module_class,
         datamodule_class,

@@ -66,3 +66,15 @@ def test_real_preset_trains_a_step_on_the_sample(task, tmp_path):
     ])
     assert cli.trainer.global_step == 1
     assert any(k.startswith("val/") for k in cli.trainer.callback_metrics)
+    # with --ckpt_path the CLI reads the defaults again (jsonargparse's get_defaults), which must
+    # take the preset's dataclass-typed keys (model.generation) as the fit did
+    checkpoint = tmp_path / "preset.ckpt"
+    cli.trainer.save_checkpoint(checkpoint)
+    cli = main([
+        "validate", "--task", task, "--preset", "real", "--ckpt_path", str(checkpoint),
+        "--trainer.default_root_dir", str(tmp_path), "--trainer.logger", "false", "--trainer.callbacks", "[]",
+        "--trainer.limit_val_batches", "1", "--data.cache_dir", str(tmp_path / "cache"),
+        "--model.val_generation.max_length", "8",
+    ])
+    assert cli.model.hparams.d_model == yaml.safe_load((config_dir() / "presets" / "real" / f"{task}.yaml").read_text())["model"]["d_model"]
+    assert any(k.startswith("val/") for k in cli.trainer.callback_metrics)
