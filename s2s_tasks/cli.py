@@ -37,7 +37,7 @@ tasks (--task):
 Every key of configs/TASK.yaml can be overridden with --config FILE or a flag such as
 --model.d_model 512, --data.train_file my.jsonl, --trainer.max_epochs 5.
 --preset real layers configs/presets/real/TASK.yaml over it: model sizes, schedule and batches
-tuned on the real data sets (the defaults are sized for the small embedded samples).
+chosen for real data sets (the defaults are sized for the small embedded samples).
 Errors are printed as one paragraph; --verbose (or S2S_TASKS_VERBOSE=1) adds the traceback.
 Options of one task and subcommand: s2s-tasks fit --task translation --help
 """
@@ -337,7 +337,7 @@ def _build_cli_class():
             task = getattr(self.model_class, "task_name", "")
             parser.add_argument("--preset", choices=get_task(task).presets() if task in TASKS else None, default=None,
                                 help="a preset config layered over the task's default (configs/presets/PRESET/TASK.yaml), "
-                                     "before --config files and flags; real: sizes and schedule tuned on real data sets")
+                                     "before --config files and flags; real: sizes and schedule chosen for real data sets")
             parser.add_lightning_class_args(PredictionWriter, "predictions")
             parser.add_argument("--save_attention", action="store_true",
                                 help="predict only: short for --predictions.save_attention true (attention maps of each prediction)")
