@@ -29,7 +29,7 @@ import tempfile
 import time
 from pathlib import Path
 from dataclasses import dataclass
-from typing import Dict, List, Optional, Tuple
+from typing import Callable, Dict, List, Optional, Tuple
 
 import torch
 
@@ -90,7 +90,10 @@ def _cpu_seconds() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def run(task: str, max_time: str, max_epochs: Optional[int], extra: List[str], workdir: Path, decode: Tuple[str, ...] = ()) -> Dict:
+def run(task: str, max_time: str, max_epochs: Optional[int], extra: List[str], workdir: Path,
+        decode: Tuple[str, ...] = (), save: Callable[[Dict], None] = lambda result: None) -> Dict:
+    """Validate untrained, fit, then validate the best checkpoint again. ``save(result)`` is called
+    after fit and again at the end, so a failure in the last validation keeps the training's result."""
     common = ["--task", task, "--trainer.default_root_dir", str(workdir), "--trainer.logger.init_args.save_dir", str(workdir / "logs"), *extra]
     untrained = validation_metrics(s2s_tasks(["validate", *common]))
     start, cpu_start = time.perf_counter(), _cpu_seconds()
@@ -103,13 +106,7 @@ def run(task: str, max_time: str, max_epochs: Optional[int], extra: List[str], w
     wall, cpu = time.perf_counter() - start, _cpu_seconds() - cpu_start
     checkpoint = cli.trainer.checkpoint_callback
     best_path = checkpoint.best_model_path if checkpoint else None
-    best = {}
-    if best_path:
-        # the best checkpoint (what a user keeps), validated once more, with the default decoding
-        start = time.perf_counter()
-        best = validation_metrics(s2s_tasks(["validate", *common, "--ckpt_path", best_path, "--trainer.logger", "false", *decode]))
-        best["seconds"] = round(time.perf_counter() - start, 1)
-    return {
+    result = {
         "task": task,
         "args": extra,
         "max_time": max_time or None,
@@ -122,8 +119,22 @@ def run(task: str, max_time: str, max_epochs: Optional[int], extra: List[str], w
         "trained": validation_metrics(cli),
         "best_checkpoint": best_path,
         "best_checkpoint_decoding": list(decode),
-        "best": best,
+        "best": {},
     }
+    save(result)
+    if best_path:
+        # the best checkpoint (what a user keeps), validated once more, with the default decoding
+        start = time.perf_counter()
+        try:
+            best = validation_metrics(s2s_tasks(["validate", *common, "--ckpt_path", best_path, "--trainer.logger", "false", *decode]))
+        except Exception as err:  # noqa: BLE001 - keep the run's result; the error is recorded with it
+            result["best_error"] = f"{type(err).__name__}: {err}"
+            print(f"quality.py: validating the best checkpoint of {task} failed: {result['best_error']}", file=sys.stderr)
+        else:
+            best["seconds"] = round(time.perf_counter() - start, 1)
+            result["best"] = best
+        save(result)
+    return result
 
 
 def main() -> None:
@@ -143,17 +154,25 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     tasks = args.task or (list(REAL_DATA) if args.data_dir else [t for t in TASKS if t != "multitask"])
-    results = []
+    results: List[Dict] = []
+
+    def save(result: Dict) -> None:
+        """Write the finished tasks' results and this one's so far (a long run is never lost)."""
+        if args.data_dir:
+            real = REAL_DATA[result["task"]]
+            result.update(dataset=real.dataset, targets=dict(real.targets), target_source=real.source)
+        write_json(args.json, {"machine": machine, "results": [*results, result]})
+
+    machine = {"cpus": os.cpu_count(), "torch_threads": torch.get_num_threads()}
     with tempfile.TemporaryDirectory() as tmp:
         for task in tasks:
             workdir = Path(args.workdir or tmp) / task
             if args.data_dir:
                 real = REAL_DATA[task]
                 result = run(task, args.max_time or real.max_time, args.max_epochs,
-                             [*real_data_args(task, Path(args.data_dir)), *extra], workdir, real.decode)
-                result.update(dataset=real.dataset, targets=dict(real.targets), target_source=real.source)
+                             [*real_data_args(task, Path(args.data_dir)), *extra], workdir, real.decode, save)
             else:
-                result = run(task, args.max_time, args.max_epochs, extra, workdir)
+                result = run(task, args.max_time, args.max_epochs, extra, workdir, save=save)
             results.append(result)
     rows = []
     for r in results:
@@ -165,7 +184,7 @@ def main() -> None:
     for task, name, before, after, best, target, wall, steps in rows:
         print(f"{task:<20} {name:<22} {before:>10.2f} {after:>8.2f} {best:>10.2f} {target:>8.1f} {wall:>8.1f} {steps:>7}")
     print("(best ckpt: the checkpoint with the best monitored metric, validated again with the task's default decoding)")
-    write_json(args.json, {"machine": {"cpus": os.cpu_count(), "torch_threads": torch.get_num_threads()}, "results": results})
+    write_json(args.json, {"machine": machine, "results": results})
 
 
 if __name__ == "__main__":

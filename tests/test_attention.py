@@ -207,3 +207,48 @@ def test_embeddings():
     assert Embeddings(11, 8, 0, positional="none").position is None
     with pytest.raises(ValueError, match="model.positional"):
         Embeddings(11, 8, 0, positional="rotary")
+
+
+# ----------------------------------------------------------------------------- BiDAF attention flow
+def test_attention_flow_reads_only_the_question_and_context_it_is_given():
+    from s2s_tasks.nn.attention_flow import AttentionFlow
+
+    torch.manual_seed(0)
+    flow = AttentionFlow(8)
+    states = torch.randn(2, 10, 8)
+    question = torch.zeros(2, 10, dtype=torch.bool)
+    question[:, 1:4] = True
+    context = torch.zeros(2, 10, dtype=torch.bool)
+    context[0, 5:9] = True
+    context[1, 5:7] = True
+    out = flow(states, question, context)
+    assert out.shape == (2, 10, 32)
+    assert torch.equal(out[..., :8], states)
+    # a position that is neither question nor context (here <s>, <sep>, </s>, padding) changes nothing
+    # at the context rows; a question position does
+    changed = states.clone()
+    changed[:, [0, 4, 9]] += 5.0
+    changed[1, 7:9] -= 3.0  # row 1's padding
+    rows = context
+    assert torch.allclose(flow(changed, question, context)[rows], out[rows], atol=1e-6)
+    changed[:, 2] += 1.0
+    assert not torch.allclose(flow(changed, question, context)[rows], out[rows], atol=1e-3)
+    # context-to-question attention is a convex combination of question states only
+    assert out[0, 5, 8:16].norm() <= states[0, 1:4].norm(dim=-1).max() + 1e-5
+
+
+def test_packed_rnn_outputs_do_not_depend_on_padding():
+    from s2s_tasks.nn.attention_flow import PackedRNN
+
+    torch.manual_seed(0)
+    rnn = PackedRNN(6, 8, num_layers=2)
+    features = torch.randn(1, 5, 6)
+    mask = torch.tensor([[True, True, True, False, False]])
+    padded = features.clone()
+    padded[:, 3:] = 100.0
+    short = rnn(features[:, :3], mask[:, :3])
+    assert torch.allclose(rnn(features, mask)[:, :3], short, atol=1e-6)
+    assert torch.allclose(rnn(padded, mask)[:, :3], short, atol=1e-6)
+    assert torch.equal(rnn(padded, mask)[:, 3:], torch.zeros(1, 2, 8))
+    with pytest.raises(ValueError, match="even hidden size"):
+        PackedRNN(6, 7)

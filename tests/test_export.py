@@ -24,6 +24,8 @@ ENCODER_HEAD_CASES = [
     # the same graph as with a CRF, less its potentials (about 15 s of exports)
     pytest.param("ner", (), marks=pytest.mark.slow),
     ("qa", ()),
+    # BiDAF's attention flow and packed modeling BiLSTMs over a BiLSTM encoder (--preset real)
+    ("qa", ("--model.architecture", "rnn", "--model.reader", "attention_flow", "--model.reader_layers", "1")),
     ("relation_extraction", ()),
     ("classification", ("--model.architecture", "rnn")),
 ]

@@ -322,3 +322,38 @@ def test_short_training_raises_validation_f1(tmp_path):
     before, after = validate_fit_validate(model, data, tmp_path, max_steps=400, check_val_every_n_epoch=100)
     assert after["val/loss"] < 0.7 * before["val/loss"], (before, after)
     assert after["val/f1"] > before["val/f1"] + 15, (before, after)
+
+
+def test_attention_flow_reader_raises_validation_f1(tmp_path):
+    """BiDAF's reader (model.reader: attention_flow) over a BiLSTM encoder learns the sample's spans."""
+    pl.seed_everything(0)
+    data = QADataModule(tokenizer_vocab_size=600, max_source_tokens=128, doc_stride=48, max_question_tokens=24,
+                        max_tokens=1024, cache_dir=str(tmp_path / "cache"))
+    model = QAModule(
+        vocab_size=data.vocab_size, pad_id=data.pad_id, architecture="rnn", rnn_cell="lstm", d_model=64,
+        embedding_dim=64, num_encoder_layers=1, reader="attention_flow", reader_layers=1, dropout=0.0,
+        head_dropout=0.0, learning_rate=1e-2, warmup_steps=30, log_examples=0,
+    )
+    assert set(model.task_head) == {"dropout", "flow", "modeling", "end_rnn", "start", "end"}
+    before, after = validate_fit_validate(model, data, tmp_path, max_steps=300, check_val_every_n_epoch=100)
+    assert after["val/loss"] < 0.5 * before["val/loss"], (before, after)
+    # 5.3 -> 51.7 when measured; the same BiLSTM with reader: pointer reaches 15.6
+    assert after["val/f1"] > before["val/f1"] + 30, (before, after)
+
+
+@pytest.mark.parametrize("kwargs, message", [({"reader": "bidaf"}, "model.reader must be one of"),
+                                             ({"reader_layers": 0}, "model.reader_layers")])
+def test_reader_settings_are_checked(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        QAModule(vocab_size=10, **kwargs)
+
+
+def test_exact_match_marks_tokens_that_occur_in_the_question():
+    from s2s_tasks.tasks.qa.model import exact_match, question_mask
+
+    # <s> q1 q2 <sep> c... </s> pad
+    ids = torch.tensor([[1, 7, 8, 3, 7, 9, 8, 8, 2, 0]])
+    batch = {"context_start": torch.tensor([4])}
+    in_question = question_mask(batch, ids.size(1))
+    assert in_question.tolist() == [[False, True, True, False, False, False, False, False, False, False]]
+    assert exact_match(ids, in_question).tolist() == [[False, True, True, False, True, False, True, True, False, False]]
