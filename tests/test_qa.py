@@ -337,7 +337,7 @@ def test_attention_flow_reader_raises_validation_f1(tmp_path):
     assert set(model.task_head) == {"dropout", "flow", "modeling", "end_rnn", "start", "end"}
     before, after = validate_fit_validate(model, data, tmp_path, max_steps=300, check_val_every_n_epoch=100)
     assert after["val/loss"] < 0.5 * before["val/loss"], (before, after)
-    # 5.3 -> 51.7 when measured; the same BiLSTM with reader: pointer reaches 15.6
+    # measured: 5.7 -> 65.1 (51.7 without the exact-match feature); the same BiLSTM with reader: pointer, 15.6
     assert after["val/f1"] > before["val/f1"] + 30, (before, after)
 
 

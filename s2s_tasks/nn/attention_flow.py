@@ -14,9 +14,9 @@ from __future__ import annotations
 
 import torch
 from torch import Tensor, nn
-from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from .attention import masked_softmax
+from .encoders import run_packed
 
 
 class AttentionFlow(nn.Module):
@@ -74,7 +74,4 @@ class PackedRNN(nn.Module):
                            bidirectional=bidirectional, dropout=dropout if num_layers > 1 else 0.0)
 
     def forward(self, features: Tensor, mask: Tensor) -> Tensor:
-        lengths = mask.sum(1).clamp(min=1).cpu()
-        packed = pack_padded_sequence(features, lengths, batch_first=True, enforce_sorted=False)
-        output, _ = self.rnn(packed)
-        return pad_packed_sequence(output, batch_first=True, total_length=features.size(1))[0]
+        return run_packed(self.rnn, features, mask)[0]

@@ -8,7 +8,7 @@ Shapes: ``B`` batch, ``S`` source length, ``D`` output size. Masks are bool, ``T
 
 from __future__ import annotations
 
-from typing import Dict, Type
+from typing import Any, Dict, Tuple, Type
 
 from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
@@ -20,6 +20,18 @@ from .types import EncoderOutput
 
 RNN_CELLS: Dict[str, Type[nn.RNNBase]] = {"lstm": nn.LSTM, "gru": nn.GRU}
 ACTIVATIONS: Dict[str, Type[nn.Module]] = {"relu": nn.ReLU, "gelu": nn.GELU}
+
+
+def run_packed(rnn: nn.RNNBase, inputs: Tensor, mask: Tensor) -> Tuple[Tensor, Any]:
+    """Run a batch-first ``rnn`` over ``inputs (B, S, F)`` reading only the first ``mask.sum(1)``
+    positions of each row -> ``(outputs (B, S, H), final hidden state)``; outputs are zero after
+    each row's length, so a row's result does not depend on how far it was padded."""
+    # pack_padded_sequence rejects zero lengths; an empty row reads its first (pad) position.
+    lengths = mask.sum(dim=1).clamp(min=1).cpu()
+    packed = pack_padded_sequence(inputs, lengths, batch_first=True, enforce_sorted=False)
+    packed_out, hidden = rnn(packed)
+    outputs, _ = pad_packed_sequence(packed_out, batch_first=True, total_length=inputs.size(1))
+    return outputs, hidden
 
 
 def rnn_class(cell: str) -> Type[nn.RNNBase]:
@@ -91,13 +103,8 @@ class RNNEncoder(Encoder):
 
     def forward(self, src_ids: Tensor, src_mask: Tensor) -> EncoderOutput:
         """``src_ids (B, S)``, ``src_mask (B, S)`` -> states ``(B, S, hidden_size)``, final ``(B, hidden_size)``."""
-        batch_size, src_len = src_ids.shape
-        x = self.embed(src_ids)
-        # pack_padded_sequence rejects zero lengths; an empty source encodes its first (pad) token.
-        lengths = src_mask.sum(dim=1).clamp(min=1).cpu()
-        packed = pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False)
-        packed_out, hidden = self.rnn(packed)
-        states, _ = pad_packed_sequence(packed_out, batch_first=True, total_length=src_len)
+        batch_size = src_ids.size(0)
+        states, hidden = run_packed(self.rnn, self.embed(src_ids), src_mask)
         if isinstance(hidden, tuple):  # LSTM: (h, c)
             hidden = hidden[0]
         # (layers * directions, B, H/dirs) -> last layer -> (B, directions * H/dirs)
