@@ -22,8 +22,10 @@ and prints each task's metric next to the published from-scratch result it is me
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import resource
+import subprocess
 import sys
 import tempfile
 import time
@@ -90,6 +92,29 @@ def _cpu_seconds() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
+def validate_in_new_process(cli_args: List[str]) -> Dict[str, float]:
+    """``s2s-tasks validate CLI_ARGS`` in a fresh Python process (same torch thread count); its
+    ``val/*`` metrics.
+
+    Not in this process: after an hour of training, the code on disk may no longer be the code this
+    process loaded (someone edited the checkout meanwhile), and jsonargparse reads the model's
+    source to follow its ``**kwargs``: building a second LightningCLI then fails with
+    ``No action for key "model.vocab_size"``. A new process reads code and source consistently.
+    """
+    code = (
+        "import json, sys, torch\n"
+        "from s2s_tasks.cli import main\n"
+        f"torch.set_num_threads({torch.get_num_threads()})\n"
+        "cli = main(sys.argv[2:])\n"
+        "metrics = {k: float(v) for k, v in cli.trainer.callback_metrics.items() if k.startswith('val/')}\n"
+        "open(sys.argv[1], 'w').write(json.dumps(metrics))\n"
+    )
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "metrics.json"
+        subprocess.run([sys.executable, "-c", code, str(out), "validate", *cli_args], check=True)
+        return json.loads(out.read_text())
+
+
 def run(task: str, max_time: str, max_epochs: Optional[int], extra: List[str], workdir: Path,
         decode: Tuple[str, ...] = (), save: Callable[[Dict], None] = lambda result: None) -> Dict:
     """Validate untrained, fit, then validate the best checkpoint again. ``save(result)`` is called
@@ -126,7 +151,7 @@ def run(task: str, max_time: str, max_epochs: Optional[int], extra: List[str], w
         # the best checkpoint (what a user keeps), validated once more, with the default decoding
         start = time.perf_counter()
         try:
-            best = validation_metrics(s2s_tasks(["validate", *common, "--ckpt_path", best_path, "--trainer.logger", "false", *decode]))
+            best = validate_in_new_process([*common, "--ckpt_path", best_path, "--trainer.logger", "false", *decode])
         except Exception as err:  # noqa: BLE001 - keep the run's result; the error is recorded with it
             result["best_error"] = f"{type(err).__name__}: {err}"
             print(f"quality.py: validating the best checkpoint of {task} failed: {result['best_error']}", file=sys.stderr)
