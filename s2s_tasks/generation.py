@@ -607,7 +607,8 @@ def beam_search(
         )
         vocab = lprobs.size(1)
         # Live hypotheses share length t + 1, so raw sums rank them as normalised scores would.
-        cand = (scores.unsqueeze(2) + lprobs.view(n, k, vocab)).view(n, k * vocab)
+        # in place: lprobs is this step's own tensor, and a fresh (N, V) buffer per step costs page faults
+        cand = lprobs.view(n, k, vocab).add_(scores.unsqueeze(2)).view(n, k * vocab)
         n_cand = min(2 * k, k * vocab)  # at most k are EOS, so >= k continuations survive
         top_scores, top_index = cand.topk(n_cand, dim=1)  # (n, n_cand), sorted descending
         top_beam = torch.div(top_index, vocab, rounding_mode="floor")

@@ -201,7 +201,8 @@ class MultiHeadAttention(nn.Module):
     * self-attention: ``"k"``, ``"v"`` are buffers ``(B, heads, capacity, D/heads)`` of which the
       first ``"filled"`` positions are valid; a step writes its position in place and the
       capacity doubles when full, so a step copies nothing (a cache is consumed by the step that
-      receives it: keep the returned one);
+      receives it: keep the returned one); beam search reorders only the filled positions, into
+      ``"spare"`` buffers (:func:`~s2s_tasks.nn.types.reorder_kv_buffers`);
     * cross-attention (``static_kv=True``): the encoder states are projected once; the cache
       also keeps the boolean key mask, so later steps build no masks.
     """
@@ -262,6 +263,7 @@ class MultiHeadAttention(nn.Module):
                 new_k[:, :, :filled] = buf_k[:, :, :filled]
                 new_v[:, :, :filled] = buf_v[:, :, :filled]
             buf_k, buf_v = new_k, new_v
+            cache = {key: value for key, value in cache.items() if key != "spare"}  # a reorder's spare buffers no longer fit
         buf_k[:, :, filled:need] = k
         buf_v[:, :, filled:need] = v
         return buf_k[:, :, :need], buf_v[:, :, :need], {**cache, "k": buf_k, "v": buf_v, "filled": need}

@@ -26,6 +26,7 @@ from .copy import PointerGenerator
 from .dropout import Dropout
 from .embedding import Embeddings
 from .encoders import FeedForward, rnn_class
+from .packed_linear import inference_linear
 from .types import Cache, EncoderOutput
 from .types import reorder_cache as _reorder_cache
 
@@ -235,7 +236,7 @@ class RNNDecoder(Decoder):
             attentions.append(weights)
             contexts.append(context)
             tops.append(top)
-        logits = self.output_projection(torch.stack(att_vectors, dim=1))
+        logits = inference_linear(self.output_projection, torch.stack(att_vectors, dim=1))
         attention = torch.stack(attentions, dim=1)
         if self.pointer_generator is not None:
             logits = self.pointer_generator(
@@ -252,7 +253,7 @@ class RNNDecoder(Decoder):
             cache = self.init_cache(enc_out)
         embedded = self.embed(last_tokens.unsqueeze(1)).squeeze(1)
         att_vector, weights, context, top, cache = self._step(embedded, enc_out, cache)
-        logits = self.output_projection(att_vector)
+        logits = inference_linear(self.output_projection, att_vector)
         if self.pointer_generator is not None:
             logits = self.pointer_generator(logits, weights, context, top, embedded, enc_out.src_ids)
         return logits, cache
@@ -385,7 +386,7 @@ class TransformerDecoder(Decoder):
         """Logits (or, with copy attention, log-probabilities) ``(B, T, V)`` from the embedded
         inputs ``(B, T, D)``, the last layer's output ``(B, T, D)`` and its source attention ``(B, T, S)``."""
         state = self.final_norm(x)
-        logits = self.output_projection(state)
+        logits = inference_linear(self.output_projection, state)
         if self.pointer_generator is None:
             return logits
         assert attention is not None

@@ -70,6 +70,8 @@ def reorder_cache(cache: Cache, index: Tensor, source_index: Optional[Tensor] = 
     def pick(value: Any, rows: Tensor) -> Any:
         if isinstance(value, Tensor):
             return value.index_select(0, rows)
+        if isinstance(value, dict) and "filled" in value:
+            return reorder_kv_buffers(value, rows)
         if isinstance(value, dict):
             return {
                 k: (v if keep_source else pick(v, rows if source_index is None else source_index)) if k == "source" else pick(v, rows)
@@ -80,3 +82,27 @@ def reorder_cache(cache: Cache, index: Tensor, source_index: Optional[Tensor] = 
         return value
 
     return pick(cache, index)
+
+
+def reorder_kv_buffers(cache: Cache, rows: Tensor) -> Cache:
+    """Rows ``rows`` of a self-attention cache whose ``"k"``/``"v"`` buffers ``(B, heads, capacity, d)``
+    hold ``"filled"`` valid positions (:class:`~s2s_tasks.nn.attention.MultiHeadAttention`).
+
+    Only the valid positions are copied, and into the buffers the previous reorder of this cache
+    left behind (kept as ``"spare"``) when their shape fits. Copying whole buffers into new ones
+    at every step took a fifth of a beam-4 decode of 64 tokens (``benchmarks/speed.py --parts 1
+    --only beam``, profiled), most of it page faults on a fresh buffer per layer per step. Like
+    a step, this consumes ``cache``: keep only the returned one.
+    """
+    filled, buffers = cache["filled"], (cache["k"], cache["v"])
+    spare = cache.get("spare")
+    shape = (rows.numel(), *buffers[0].shape[1:])
+    if spare is None or spare[0].shape != shape or spare[0].dtype != buffers[0].dtype or spare[0].device != buffers[0].device:
+        spare = tuple(buf.new_empty(shape) for buf in buffers)
+    if torch.is_grad_enabled() and any(buf.requires_grad for buf in buffers):  # out= does not record gradients
+        picked = tuple(buf.index_select(0, rows) for buf in buffers)
+    else:
+        for buf, target in zip(buffers, spare):
+            torch.index_select(buf[:, :, :filled], 0, rows, out=target[:, :, :filled])
+        picked, spare = spare, buffers
+    return {**cache, "k": picked[0], "v": picked[1], "spare": spare}

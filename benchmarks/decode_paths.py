@@ -1,0 +1,99 @@
+"""Decoding with and without each of its CPU speed-ups, side by side in one process.
+
+    python benchmarks/decode_paths.py --threads 2 --json benchmarks/results/decode_paths.json
+
+The speed-ups measured (each switched off by restoring the plain code it replaced):
+
+* ``packed``: the vocabulary projection through a oneDNN-packed weight
+  (:mod:`s2s_tasks.nn.packed_linear`) instead of ``F.linear``;
+* ``reorder``: beam search reordering only the filled positions of the self-attention cache,
+  into spare buffers (:func:`s2s_tasks.nn.types.reorder_kv_buffers`), instead of
+  ``index_select`` on whole buffers into new ones.
+
+The model and shapes are those of ``benchmarks/speed.py`` part 1 (d_model 256, 3+3 layers, 4
+heads, FFN 1024, vocabulary 8,000, 32 inputs of 64 tokens, 64 new tokens forced), for our
+Transformer and our LSTM + Bahdanau model. Every variant runs once per round, the rounds
+``--repeats`` times after a warm-up; reported: median seconds, and each variant's speed-up over
+all switched off. Prints a table and writes JSON. Outputs are checked to be the same tokens in
+every variant.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any, Dict
+
+import torch
+from common import write_json
+
+sys.path.insert(0, str(Path(__file__).parent))
+import speed  # noqa: E402  (the shapes and adapters of the main speed benchmark)
+
+from s2s_tasks.generation import GenerationConfig, generate  # noqa: E402
+from s2s_tasks.nn import packed_linear  # noqa: E402
+from s2s_tasks.nn import types as cache_types  # noqa: E402
+
+
+def _whole_buffer_reorder(cache: Dict[str, Any], rows: torch.Tensor) -> Dict[str, Any]:
+    """The reorder before ``reorder_kv_buffers``: every buffer, whole, into a new one."""
+    return {key: value.index_select(0, rows) if isinstance(value, torch.Tensor) else value
+            for key, value in cache.items() if key != "spare"}
+
+
+_REORDER = cache_types.reorder_kv_buffers
+
+
+def switch(packed: bool, reorder: bool) -> None:
+    packed_linear._AVAILABLE = packed and packed_linear._ops_available()
+    cache_types.reorder_kv_buffers = _REORDER if reorder else _whole_buffer_reorder
+
+
+VARIANTS = {"plain": (False, False), "packed": (True, False), "reorder": (False, True), "both": (True, True)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--json", default="benchmarks/results/decode_paths.json")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    shapes = speed.parse_args(["--threads", str(args.threads)])
+    batch = speed.synthetic_batch(shapes, torch.device("cpu"))
+    results: Dict[str, Any] = {}
+    print(f"{'model':<12}{'search':<8}" + "".join(f"{name + ' s':>11}" for name in VARIANTS) + f"{'both / plain':>14}")
+    for architecture in ("transformer", "rnn"):
+        model = speed.OursAdapter(shapes, torch.device("cpu"), architecture=architecture).model.eval()
+        for search, beam in (("greedy", 1), ("beam4", 4)):
+            config = GenerationConfig(strategy="beam" if beam > 1 else "greedy", beam_size=beam,
+                                      max_length=shapes.tgt_len - 1, min_length=shapes.tgt_len - 1, length_penalty=1.0)
+            times: Dict[str, list] = {name: [] for name in VARIANTS}
+            outputs: Dict[str, Any] = {}
+            for round_ in range(args.repeats + 1):  # round 0 warms up
+                for name, flags in VARIANTS.items():
+                    switch(*flags)
+                    start = time.perf_counter()
+                    with torch.no_grad():
+                        out = generate(model.decoder, model.encode(batch["src"], batch["mask"]), bos_id=speed.BOS,
+                                       eos_id=speed.EOS, config=config)
+                    if round_:
+                        times[name].append(time.perf_counter() - start)
+                    outputs[name] = out.tokens
+            switch(True, True)
+            same = all(outputs[name] == outputs["plain"] for name in VARIANTS)
+            medians = {name: statistics.median(t) for name, t in times.items()}
+            row = {"median_seconds": medians, "speedup_over_plain": {n: medians["plain"] / m for n, m in medians.items()},
+                   "same_tokens": same}
+            results[f"{architecture}/{search}"] = row
+            print(f"{architecture:<12}{search:<8}" + "".join(f"{medians[n]:>11.3f}" for n in VARIANTS)
+                  + f"{medians['plain'] / medians['both']:>13.2f}x" + ("" if same else "  (tokens differ!)"))
+    write_json(args.json, {"threads": args.threads, "repeats": args.repeats, "torch": torch.__version__,
+                           "shapes": vars(shapes), "results": results})
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,138 @@
+"""The oneDNN-packed vocabulary projection (nn/packed_linear.py) and the beam-search cache reorder
+that copies only filled positions into spare buffers (nn/types.reorder_kv_buffers): both must
+give exactly what the plain code gives, follow weight updates, and stay out of autograd,
+tracing, copying and pickling."""
+
+import copy
+import io
+import gc
+import weakref
+
+import pytest
+import torch
+from torch import nn
+
+from s2s_tasks.nn import EncoderOutput, TransformerDecoder
+from s2s_tasks.nn import packed_linear
+from s2s_tasks.nn.packed_linear import inference_linear
+from s2s_tasks.nn.types import reorder_kv_buffers
+
+pytestmark = pytest.mark.usefixtures("single_thread")
+
+needs_onednn = pytest.mark.skipif(not packed_linear._AVAILABLE, reason="this PyTorch build has no oneDNN linear ops")
+
+
+@needs_onednn
+@pytest.mark.parametrize("bias", [True, False])
+def test_packed_projection_equals_the_layer(bias):
+    torch.manual_seed(0)
+    layer = nn.Linear(32, 300, bias=bias)
+    x = torch.randn(5, 2, 32)
+    with torch.no_grad():
+        for inputs in (x, x[:, :1], x.reshape(10, 32), x.transpose(0, 1)):  # 3-D, a non-contiguous slice, 2-D
+            torch.testing.assert_close(inference_linear(layer, inputs), layer(inputs), atol=1e-5, rtol=1e-5)
+    assert layer in packed_linear._PACKED  # the packed path ran (not the fallback)
+
+
+@needs_onednn
+def test_packed_projection_follows_weight_updates():
+    torch.manual_seed(0)
+    layer = nn.Linear(16, 50)
+    optimizer = torch.optim.SGD(layer.parameters(), lr=1.0)
+    x = torch.randn(4, 16)
+    for _ in range(3):
+        with torch.no_grad():
+            torch.testing.assert_close(inference_linear(layer, x), layer(x), atol=1e-5, rtol=1e-5)
+        optimizer.zero_grad()
+        layer(x).pow(2).sum().backward()
+        optimizer.step()  # in place: the cached packing is stale now
+    with torch.no_grad():
+        layer.weight.copy_(torch.randn_like(layer.weight))
+        torch.testing.assert_close(inference_linear(layer, x), layer(x), atol=1e-5, rtol=1e-5)
+        layer.bias = nn.Parameter(torch.randn(50))  # a new tensor altogether
+        torch.testing.assert_close(inference_linear(layer, x), layer(x), atol=1e-5, rtol=1e-5)
+
+
+def test_plain_layer_where_packing_does_not_apply():
+    torch.manual_seed(0)
+    layer = nn.Linear(8, 20)
+    x = torch.randn(3, 8)
+    out = inference_linear(layer, x)  # autograd on: the layer itself, gradients flow
+    assert out.requires_grad
+    out.sum().backward()
+    assert layer.weight.grad is not None
+    assert layer not in packed_linear._PACKED
+    with torch.no_grad():
+        double = copy.deepcopy(layer).double()
+        assert inference_linear(double, x.double()).dtype == torch.float64
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            assert inference_linear(layer, x).dtype == torch.bfloat16
+    assert double not in packed_linear._PACKED
+
+    class Projection(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.out = nn.Linear(8, 20)
+
+        def forward(self, x):
+            return inference_linear(self.out, x)
+
+    module = Projection().eval()
+    with torch.no_grad():
+        traced = torch.jit.trace(module, x)
+    assert "mkldnn" not in str(traced.graph)  # exports see a plain linear
+    torch.testing.assert_close(traced(x), module.out(x))
+
+
+@needs_onednn
+def test_packed_projection_never_reaches_copies_or_pickles():
+    layer = nn.Linear(8, 20)
+    with torch.no_grad():
+        inference_linear(layer, torch.randn(2, 8))
+    copy.deepcopy(layer)
+    torch.save(layer, io.BytesIO())  # an opaque oneDNN tensor on the module could not be pickled
+    assert layer in packed_linear._PACKED
+    entries, alive = len(packed_linear._PACKED), weakref.ref(layer)
+    del layer
+    gc.collect()
+    assert alive() is None and len(packed_linear._PACKED) <= entries - 1  # the cache keeps no module alive
+
+
+def test_reorder_copies_filled_positions_into_spare_buffers():
+    torch.manual_seed(0)
+    k, v = torch.randn(4, 2, 16, 3), torch.randn(4, 2, 16, 3)
+    cache = {"k": k.clone(), "v": v.clone(), "filled": 5}
+    rows = torch.tensor([3, 3, 0, 1])
+    once = reorder_kv_buffers(cache, rows)
+    torch.testing.assert_close(once["k"][:, :, :5], k[rows, :, :5])
+    torch.testing.assert_close(once["v"][:, :, :5], v[rows, :, :5])
+    assert once["filled"] == 5 and once["spare"][0].data_ptr() == cache["k"].data_ptr()
+    back = torch.tensor([2, 0, 1, 3])
+    twice = reorder_kv_buffers(once, back)  # written into the first cache's buffers: no new ones
+    assert twice["k"].data_ptr() == cache["k"].data_ptr()
+    torch.testing.assert_close(twice["k"][:, :, :5], k[rows[back], :, :5])
+    torch.testing.assert_close(twice["v"][:, :, :5], v[rows[back], :, :5])
+    fewer = reorder_kv_buffers(twice, torch.tensor([1, 2]))  # another batch size: new buffers
+    assert fewer["k"].shape == (2, 2, 16, 3)
+    torch.testing.assert_close(fewer["k"][:, :, :5], k[rows[back][[1, 2]], :, :5])
+
+
+def test_decoding_with_a_reorder_after_every_step_matches_teacher_forcing():
+    """Many reorders in a row (spare buffers swapping, the capacity doubling past 16 positions)
+    give the logits of teacher forcing on the correspondingly permuted sequences."""
+    torch.manual_seed(0)
+    batch, steps, vocab = 4, 20, 11
+    decoder = TransformerDecoder(vocab, 16, 4, 32, 2, dropout=0.0).eval()
+    mask = torch.ones(batch, 6, dtype=torch.bool)
+    enc_out = EncoderOutput(states=torch.randn(batch, 6, 16), mask=mask)
+    tgt = torch.randint(1, vocab, (batch, steps))
+    order = torch.arange(batch)
+    cache = None
+    with torch.no_grad():
+        full = decoder(tgt, enc_out)
+        for t in range(steps):
+            logits, cache = decoder.step(tgt[order, t], enc_out.index_select(order), cache)
+            torch.testing.assert_close(logits, full[order, t], atol=1e-5, rtol=1e-5)
+            perm = torch.randperm(batch)
+            cache = decoder.reorder_cache(cache, perm)
+            order = order[perm]
