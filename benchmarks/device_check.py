@@ -24,7 +24,7 @@ from typing import Any, Dict
 import torch
 import pytorch_lightning as pl
 
-from common import split_passthrough, write_json
+from common import split_passthrough, validation_metrics, write_json
 
 from s2s_tasks.cli import main as s2s_tasks
 
@@ -80,7 +80,7 @@ def main() -> None:
                          "--trainer.callbacks+=device_check.TargetTokens"])
         counter = next(cb for cb in cli.trainer.callbacks if type(cb).__name__ == "TargetTokens")
         fit_seconds = time.perf_counter() - start
-        val = {k: float(v) for k, v in cli.trainer.callback_metrics.items() if k.startswith("val/")}
+        val = validation_metrics(cli)
         # the best validated weights; the last ones when fit ended before its first validation
         saved = [cb.best_model_path for cb in cli.trainer.checkpoint_callbacks if cb.monitor and cb.best_model_path]
         saved += [cb.last_model_path for cb in cli.trainer.checkpoint_callbacks if cb.last_model_path]

@@ -3,9 +3,9 @@
 A decoding step multiplies a few rows (batch x beams) by the ``(V, D)`` output projection, the
 largest matrix of the model. For such short, wide products MKL's ``F.linear`` reaches about a
 third of the CPU's float32 rate; oneDNN with the weight reordered once into its blocked layout
-is 1.6-2x faster at 32-128 rows and d_model 256, V 8,000 (2 threads, AVX2). On whole decodes
-(``python benchmarks/speed.py --parts 1 --only greedy --only beam``) that is about 15% for greedy
-search, where the projection is the largest single cost of a step. This is
+was 1.6-2x faster on that product alone at 32-128 rows and d_model 256, V 8,000 (2 threads,
+AVX2; a micro-benchmark while building this, not kept). On whole decodes, measured with it on
+and off in ``python benchmarks/decode_paths.py``: greedy 1.18x, beam 4 1.08x (Transformer). This is
 the same primitive ``torch.compile`` uses for frozen CPU linears (``mkldnn._linear_pointwise``),
 called directly because compiling does not pay on the CPUs we target (see the README).
 

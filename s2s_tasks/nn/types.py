@@ -90,9 +90,10 @@ def reorder_kv_buffers(cache: Cache, rows: Tensor) -> Cache:
 
     Only the valid positions are copied, and into the buffers the previous reorder of this cache
     left behind (kept as ``"spare"``) when their shape fits. Copying whole buffers into new ones
-    at every step took a fifth of a beam-4 decode of 64 tokens (``benchmarks/speed.py --parts 1
-    --only beam``, profiled), most of it page faults on a fresh buffer per layer per step. Like
-    a step, this consumes ``cache``: keep only the returned one.
+    at every step took a fifth of the first beam-4 decode of a process in one profile (page
+    faults on a fresh buffer per layer per step); in steady state this saves about 2%
+    (``benchmarks/decode_paths.py``). Like a step, this consumes ``cache``: keep only the
+    returned one.
     """
     filled, buffers = cache["filled"], (cache["k"], cache["v"])
     spare = cache.get("spare")
