@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import platform
 from pathlib import Path
 from typing import Any, Dict, List, Tuple
 
@@ -21,7 +23,25 @@ def validation_metrics(cli) -> Dict[str, float]:
 
 
 def write_json(path: str, payload: Dict[str, Any]) -> None:
+    """Write ``payload`` as JSON, with the CPU it was measured on under ``"cpu"``."""
     out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(payload, indent=2) + "\n")
+    out.write_text(json.dumps({"cpu": cpu_description(), **payload}, indent=2) + "\n")
     print(f"\nwrote {out}")
+
+
+def cpu_description() -> Dict[str, Any]:
+    """The CPU a benchmark ran on: model name, logical CPUs, and which of the instruction sets that
+    decide float32 and bfloat16 matrix speed it has (read from ``/proc/cpuinfo``; ``model`` only
+    elsewhere). The machines of one class differ between sessions, so every result records this."""
+    description: Dict[str, Any] = {"model": platform.processor() or platform.machine(), "logical_cpus": os.cpu_count()}
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+    except OSError:
+        return description
+    fields = dict(line.split(":", 1) for line in lines if ":" in line)
+    fields = {key.strip(): value.strip() for key, value in fields.items()}
+    flags = set(fields.get("flags", "").split())
+    description["model"] = fields.get("model name", description["model"])
+    description["isa"] = [isa for isa in ("avx2", "avx512f", "avx512_bf16", "amx_bf16") if isa in flags]
+    return description

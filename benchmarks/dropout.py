@@ -2,9 +2,10 @@
 
     python benchmarks/dropout.py --threads 2 --json benchmarks/results/dropout.json
 
-Times forward + backward of both on tensors of a training step of the default shapes (FFN
-activations, attention weights, residual stream), interleaved, ``--repeats`` times; prints the
-median milliseconds and the ratio, and writes JSON.
+Times forward + backward on tensors of a training step of the default shapes (FFN activations,
+attention weights, residual stream), in float32 and bfloat16, interleaved, ``--repeats`` times:
+``F.dropout``; ours; and ours with a ``bool`` mask applied by ``masked_fill_`` (what ours does in
+float32, and did in bfloat16 before it kept a bfloat16 mask). Prints the median milliseconds and the ratios, and writes JSON.
 """
 
 from __future__ import annotations
@@ -17,7 +18,26 @@ import torch
 import torch.nn.functional as F
 from common import write_json
 
-from s2s_tasks.nn.dropout import dropout
+from s2s_tasks.nn.dropout import drop_mask, dropout
+
+
+class _BoolMaskScale(torch.autograd.Function):
+    """A ``bool`` mask saved for backward, applied with ``masked_fill_`` (ours in every dtype at first)."""
+
+    @staticmethod
+    def forward(ctx, x, drop, scale):
+        ctx.save_for_backward(drop)
+        ctx.scale = scale
+        return (x * scale).masked_fill_(drop, 0.0)
+
+    @staticmethod
+    def backward(ctx, grad):
+        (drop,) = ctx.saved_tensors
+        return (grad * ctx.scale).masked_fill_(drop, 0.0), None, None
+
+
+def bool_mask_dropout(x, p, training=True):
+    return _BoolMaskScale.apply(x, drop_mask(x.shape, p, x.device), 1.0 / (1.0 - p))
 
 SHAPES = {"ffn (32, 64, 1024)": (32, 64, 1024), "attention (32, 4, 64, 64)": (32, 4, 64, 64), "residual (32, 64, 256)": (32, 64, 256)}
 
@@ -30,21 +50,25 @@ def main() -> None:
     parser.add_argument("--json", default="benchmarks/results/dropout.json")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    impls = {"F.dropout": F.dropout, "ours": dropout}
+    impls = {"F.dropout": F.dropout, "ours (bool mask)": bool_mask_dropout, "ours": dropout}
     results = {}
-    print(f"{'tensor':<28}{'F.dropout ms':>14}{'ours ms':>10}{'ratio':>8}")
-    for name, shape in SHAPES.items():
-        x = torch.randn(shape, requires_grad=True)
-        grad = torch.randn(shape)
-        times = {k: [] for k in impls}
-        for _ in range(args.repeats + 1):  # the first round warms up
-            for k, fn in impls.items():
-                start = time.perf_counter()
-                fn(x, args.p, True).backward(grad)
-                times[k].append(time.perf_counter() - start)
-        med = {k: 1000 * statistics.median(v[1:]) for k, v in times.items()}
-        results[name] = {"median_ms": med, "ratio": med["F.dropout"] / med["ours"]}
-        print(f"{name:<28}{med['F.dropout']:>14.2f}{med['ours']:>10.2f}{results[name]['ratio']:>7.2f}x")
+    print(f"{'tensor':<38}" + "".join(f"{k + ' ms':>22}" for k in impls) + f"{'F / ours':>10}{'bool / ours':>13}")
+    for dtype in (torch.float32, torch.bfloat16):
+        for name, shape in SHAPES.items():
+            x = torch.randn(shape, dtype=dtype, requires_grad=True)
+            grad = torch.randn(shape, dtype=dtype)
+            times = {k: [] for k in impls}
+            for _ in range(args.repeats + 1):  # the first round warms up
+                for k, fn in impls.items():
+                    start = time.perf_counter()
+                    fn(x, args.p, True).backward(grad)
+                    times[k].append(time.perf_counter() - start)
+            med = {k: 1000 * statistics.median(v[1:]) for k, v in times.items()}
+            key = f"{name} {str(dtype).replace('torch.', '')}"
+            results[key] = {"median_ms": med, "ratio": med["F.dropout"] / med["ours"],
+                            "ratio_bool_mask": med["ours (bool mask)"] / med["ours"]}
+            print(f"{key:<38}" + "".join(f"{med[k]:>22.2f}" for k in impls)
+                  + f"{results[key]['ratio']:>9.2f}x{results[key]['ratio_bool_mask']:>12.2f}x")
     write_json(args.json, {"args": vars(args), "torch": torch.__version__, "results": results})
 
 

@@ -44,7 +44,6 @@ from __future__ import annotations
 import argparse
 import math
 import os
-import platform
 import statistics
 import sys
 import threading
@@ -57,7 +56,7 @@ import torch.nn.functional as F
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from common import write_json  # noqa: E402
+from common import cpu_description, write_json  # noqa: E402
 
 from s2s_tasks.generation import GenerationConfig, beam_search, generate, greedy_search  # noqa: E402
 from s2s_tasks.nn.seq2seq import build_seq2seq  # noqa: E402
@@ -519,7 +518,7 @@ def main(argv: Optional[List[str]] = None) -> None:
     kinds = a.only or ["train_fp32", "train_bf16", "eval", "greedy", "beam"]
     peaks = {"fp32": gemm_peak(torch.float32, device, a), "bf16": gemm_peak(torch.bfloat16, device, a)}
     env = {"torch": torch.__version__, "threads": torch.get_num_threads(), "device": str(device),
-           "cpu": platform.processor() or platform.machine(), "gemm_peak_gflops": peaks}
+           "cpu": cpu_description(), "gemm_peak_gflops": peaks}
     print(f"torch {torch.__version__}, {a.threads} threads, GEMM peak fp32 {peaks['fp32']:.0f} GFLOP/s, "
           f"bf16 {peaks['bf16']:.0f} GFLOP/s", flush=True)
     parts = {int(x) for x in a.parts.split(",") if x.strip()}

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from s2s_tasks.nn.dropout import Dropout, drop_mask, dropout
+from s2s_tasks.nn.dropout import Dropout, drop_mask, dropout, keep_scale
 
 
 @pytest.mark.parametrize("p", [0.1, 0.3, 0.5])
@@ -42,3 +42,22 @@ def test_eval_zero_p_and_seeding():
     assert torch.equal(a, b)  # draws from torch's seeded default generator
     assert not torch.equal(a, layer(x))
     assert dropout(x.double(), 0.2).dtype == torch.float64
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
+def test_keep_scale_is_the_complement_of_the_drop_mask_in_the_input_dtype(dtype):
+    shape = torch.Size([3, 1001])
+    torch.manual_seed(5)
+    drop = drop_mask(shape, 0.3, torch.device("cpu"))
+    torch.manual_seed(5)
+    keep = keep_scale(shape, 0.3, dtype, torch.device("cpu"))
+    assert keep.dtype == dtype and keep.shape == shape
+    expected = torch.where(drop, 0.0, 1 / 0.7).to(dtype)
+    assert torch.equal(keep, expected)
+    # reduced-precision activations stay in their dtype, forward and backward
+    x = torch.randn(shape).to(dtype).requires_grad_()
+    torch.manual_seed(5)
+    y = dropout(x, 0.3)
+    y.backward(torch.ones_like(y))
+    assert y.dtype == dtype and x.grad.dtype == dtype
+    assert torch.equal(y, x.detach() * expected) and torch.equal(x.grad, expected)

@@ -369,6 +369,32 @@ def test_no_repeat_ngram_blocking():
     assert blocked.tokens == beam1.tokens
 
 
+class KeepsLogits(ToyDecoder):
+    """Returns logits it keeps a reference to (and a copy), to catch searches that write into them."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.returned: List[tuple] = []
+
+    def step(self, last_tokens, enc_out, cache):
+        logits, cache = super().step(last_tokens, enc_out, cache)
+        self.returned.append((logits, logits.clone()))
+        return logits, cache
+
+
+@pytest.mark.parametrize("kw", [dict(), dict(min_length=3), dict(no_repeat_ngram_size=2)], ids=["plain", "min", "ngram"])
+def test_searches_never_write_into_the_decoders_logits(kw):
+    # A decoder may hand out a tensor it still uses (a buffer, a view of its state): searches
+    # mask and rank copies, never the decoder's own logits.
+    vocab, batch = 9, 3
+    dec = KeepsLogits(vocab, seed=6, src_weight=1.0)
+    enc = make_enc(batch, vocab, seed=6)
+    run_all(dec, enc, lengths([2, 4, 6], batch), **kw)  # per-example limits force EOS at the ends
+    assert len(dec.returned) > 10
+    for logits, copy in dec.returned:
+        assert torch.equal(logits, copy)
+
+
 def test_low_precision_logits_are_scored_in_float32():
     class Half(ToyDecoder):
         def step(self, last_tokens, enc_out, cache):

@@ -115,6 +115,13 @@ def test_reorder_copies_filled_positions_into_spare_buffers():
     fewer = reorder_kv_buffers(twice, torch.tensor([1, 2]))  # another batch size: new buffers
     assert fewer["k"].shape == (2, 2, 16, 3)
     torch.testing.assert_close(fewer["k"][:, :, :5], k[rows[back][[1, 2]], :, :5])
+    # Under autograd (out= records no gradient) the rows are gathered into new tensors that keep
+    # the graph, and no spare buffers are made or kept.
+    kg = k.clone().requires_grad_()
+    graded = reorder_kv_buffers({"k": kg, "v": v.clone(), "filled": 5, "spare": once["spare"]}, rows)
+    assert "spare" not in graded and graded["k"].requires_grad
+    graded["k"][:, :, :5].sum().backward()
+    torch.testing.assert_close(kg.grad[:, 0, 0, 0], torch.tensor([1.0, 1.0, 0.0, 2.0]))
 
 
 def test_decoding_with_a_reorder_after_every_step_matches_teacher_forcing():

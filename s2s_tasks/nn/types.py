@@ -97,13 +97,14 @@ def reorder_kv_buffers(cache: Cache, rows: Tensor) -> Cache:
     """
     filled, buffers = cache["filled"], (cache["k"], cache["v"])
     spare = cache.get("spare")
+    if torch.is_grad_enabled() and any(buf.requires_grad for buf in buffers):  # out= does not record gradients
+        picked = tuple(buf.index_select(0, rows) for buf in buffers)
+        rest = {key: value for key, value in cache.items() if key != "spare"}
+        return {**rest, "k": picked[0], "v": picked[1]}
     shape = (rows.numel(), *buffers[0].shape[1:])
     if spare is None or spare[0].shape != shape or spare[0].dtype != buffers[0].dtype or spare[0].device != buffers[0].device:
         spare = tuple(buf.new_empty(shape) for buf in buffers)
-    if torch.is_grad_enabled() and any(buf.requires_grad for buf in buffers):  # out= does not record gradients
-        picked = tuple(buf.index_select(0, rows) for buf in buffers)
-    else:
-        for buf, target in zip(buffers, spare):
-            torch.index_select(buf[:, :, :filled], 0, rows, out=target[:, :, :filled])
-        picked, spare = spare, buffers
+    for buf, target in zip(buffers, spare):
+        torch.index_select(buf[:, :, :filled], 0, rows, out=target[:, :, :filled])
+    picked, spare = spare, buffers
     return {**cache, "k": picked[0], "v": picked[1], "spare": spare}
