@@ -18,26 +18,13 @@ import torch
 import torch.nn.functional as F
 from common import write_json
 
-from s2s_tasks.nn.dropout import drop_mask, dropout
-
-
-class _BoolMaskScale(torch.autograd.Function):
-    """A ``bool`` mask saved for backward, applied with ``masked_fill_`` (ours in every dtype at first)."""
-
-    @staticmethod
-    def forward(ctx, x, drop, scale):
-        ctx.save_for_backward(drop)
-        ctx.scale = scale
-        return (x * scale).masked_fill_(drop, 0.0)
-
-    @staticmethod
-    def backward(ctx, grad):
-        (drop,) = ctx.saved_tensors
-        return (grad * ctx.scale).masked_fill_(drop, 0.0), None, None
+from s2s_tasks.nn.dropout import _MaskedScale, drop_mask, dropout
 
 
 def bool_mask_dropout(x, p, training=True):
-    return _BoolMaskScale.apply(x, drop_mask(x.shape, p, x.device), 1.0 / (1.0 - p))
+    """A ``bool`` mask applied with ``masked_fill_`` (ours in float32; in every dtype at first)."""
+    return _MaskedScale.apply(x, drop_mask(x.shape, p, x.device), 1.0 / (1.0 - p))
+
 
 SHAPES = {"ffn (32, 64, 1024)": (32, 64, 1024), "attention (32, 4, 64, 64)": (32, 4, 64, 64), "residual (32, 64, 256)": (32, 64, 256)}
 

@@ -5,7 +5,8 @@ largest matrix of the model. For such short, wide products MKL's ``F.linear`` re
 third of the CPU's float32 rate; oneDNN with the weight reordered once into its blocked layout
 was 1.6-2x faster on that product alone at 32-128 rows and d_model 256, V 8,000 (2 threads,
 AVX2; a micro-benchmark while building this, not kept). On whole decodes, measured with it on
-and off in ``python benchmarks/decode_paths.py``: greedy 1.18x, beam 4 1.08x (Transformer). This is
+and off in ``python benchmarks/decode_paths.py``: greedy 1.18x, beam 4 1.08x (Transformer) on an
+AVX2 CPU, 0.95-1.03x on an AVX-512 one (MKL's own product is efficient there). This is
 the same primitive ``torch.compile`` uses for frozen CPU linears (``mkldnn._linear_pointwise``),
 called directly because compiling does not pay on the CPUs we target (see the README).
 
