@@ -11,8 +11,11 @@ Measured interleaved (ours, HF, ours, HF ...), each ``--repeats`` times after a 
 the thread count fixed:
 
 * ``train_fp32`` / ``train_bf16``: one training step (forward, label-smoothed cross-entropy,
-  backward, AdamW), in float32 and under ``torch.autocast(bfloat16)``;
-* ``eval``: teacher-forced forward and loss without gradients;
+  backward, AdamW), in float32 and under ``torch.autocast(bfloat16)``; each side computes the
+  loss its own way: ours as our training step does (the output projection fused with the loss,
+  :mod:`s2s_tasks.nn.linear_cross_entropy`), HF from its logits with ``F.cross_entropy`` (as its
+  Trainer's label smoother does);
+* ``eval``: teacher-forced forward and loss without gradients (the same two loss paths);
 * ``greedy`` / ``beam4``: generation forced to exactly ``--tgt_len`` new tokens (EOS banned
   before, and forced or cut after), ours through :func:`s2s_tasks.generation.generate`, HF
   through ``generate(min_new_tokens=max_new_tokens)``.
@@ -59,6 +62,7 @@ sys.path.insert(0, str(HERE))
 from common import cpu_description, write_json  # noqa: E402
 
 from s2s_tasks.generation import GenerationConfig, beam_search, generate, greedy_search  # noqa: E402
+from s2s_tasks.nn.linear_cross_entropy import decoder_losses  # noqa: E402
 from s2s_tasks.nn.seq2seq import build_seq2seq  # noqa: E402
 
 PAD, BOS, EOS, FIRST_WORD = 0, 1, 2, 4
@@ -228,6 +232,15 @@ class OursAdapter:
     def logits(self, src: torch.Tensor, mask: torch.Tensor, tgt_in: torch.Tensor) -> torch.Tensor:
         return self.model(src, mask, tgt_in)
 
+    def loss(self, src: torch.Tensor, mask: torch.Tensor, tgt_in: torch.Tensor, tgt_out: torch.Tensor) -> torch.Tensor:
+        """The mean label-smoothed loss the way our training step computes it: the output projection
+        fused with the loss (what ``Seq2SeqModule`` does for this model)."""
+        fused = decoder_losses(self.model.decoder, self.model.encode(src, mask), tgt_in, tgt_out, pad_id=PAD,
+                               label_smoothing=LABEL_SMOOTHING)
+        assert fused is not None
+        loss, _, tokens = fused
+        return loss / max(tokens, 1)
+
     def generate(self, src: torch.Tensor, mask: torch.Tensor, beam: int, new_tokens: int) -> None:
         # EOS is banned for new_tokens - 1 tokens and forced as the new_tokens-th: new_tokens steps.
         config = GenerationConfig(
@@ -266,6 +279,10 @@ class HFAdapter:
     def logits(self, src: torch.Tensor, mask: torch.Tensor, tgt_in: torch.Tensor) -> torch.Tensor:
         return self.model(input_ids=src, attention_mask=mask.long(), decoder_input_ids=tgt_in, use_cache=False).logits
 
+    def loss(self, src: torch.Tensor, mask: torch.Tensor, tgt_in: torch.Tensor, tgt_out: torch.Tensor) -> torch.Tensor:
+        """The logits, then ``F.cross_entropy`` with label smoothing (what HF's Trainer computes)."""
+        return loss_of(self.logits(src, mask, tgt_in), tgt_out)
+
     def generate(self, src: torch.Tensor, mask: torch.Tensor, beam: int, new_tokens: int) -> None:
         out = self.model.generate(
             input_ids=src, attention_mask=mask.long(), max_new_tokens=new_tokens, min_new_tokens=new_tokens,
@@ -288,7 +305,7 @@ def measurements(adapter: Any, batch: Dict[str, torch.Tensor], a: argparse.Names
         def step() -> None:
             model.train()
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-                loss = loss_of(adapter.logits(src, mask, tgt_in), tgt_out)
+                loss = adapter.loss(src, mask, tgt_in, tgt_out)
             loss.backward()
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
@@ -297,7 +314,7 @@ def measurements(adapter: Any, batch: Dict[str, torch.Tensor], a: argparse.Names
     @torch.no_grad()
     def evaluate() -> None:
         model.eval()
-        loss_of(adapter.logits(src, mask, tgt_in), tgt_out)
+        adapter.loss(src, mask, tgt_in, tgt_out)
 
     def decode(beam: int) -> Callable[[], None]:
         def run() -> None:
@@ -440,8 +457,10 @@ def real_data(a: argparse.Namespace, device: torch.device) -> Optional[Dict[str,
         for indices in batches:
             batch = collate(indices)
             tgt_out = batch["tgt_out"].to(device)
-            logits = model(batch["src_ids"].to(device), batch["src_mask"].to(device), batch["tgt_in"].to(device))
-            loss = loss_of(logits, tgt_out)
+            loss_sum, _, tokens = decoder_losses(
+                model.decoder, model.encode(batch["src_ids"].to(device), batch["src_mask"].to(device)),
+                batch["tgt_in"].to(device), tgt_out, pad_id=PAD, label_smoothing=LABEL_SMOOTHING)
+            loss = loss_sum / tokens
             loss.backward()
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)

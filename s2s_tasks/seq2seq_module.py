@@ -18,6 +18,7 @@ from s2s_tasks.data.tokenizer import BOS_ID, EOS_ID, decode_batch
 from s2s_tasks.generation import GenerationConfig, generate
 from s2s_tasks.module import BaseModule
 from s2s_tasks.nn.copy import coverage_loss
+from s2s_tasks.nn.linear_cross_entropy import decoder_losses
 from s2s_tasks.nn.peft import LORA_TARGETS, add_adapters, add_lora, count_parameters, freeze_base
 from s2s_tasks.nn.seq2seq import build_seq2seq
 from s2s_tasks.nn.types import EncoderOutput
@@ -234,7 +235,23 @@ class Seq2SeqModule(BaseModule):
 
     def _token_losses(self, batch: Dict[str, Any], label_smoothing: float) -> Tuple[torch.Tensor, torch.Tensor, int]:
         """(smoothed loss sum, NLL sum, target token count) of a batch."""
-        return self._losses_from_logits(self(batch["src_ids"], batch["src_mask"], batch["tgt_in"]), batch, label_smoothing)
+        return self._decoder_losses(self.model.encode(batch["src_ids"], batch["src_mask"]), batch, label_smoothing)
+
+    def _decoder_losses(
+        self, enc_out: EncoderOutput, batch: Dict[str, Any], label_smoothing: float
+    ) -> Tuple[torch.Tensor, torch.Tensor, int]:
+        """The losses of :meth:`_losses_from_logits`, through the fused projection + loss
+        (:func:`~s2s_tasks.nn.linear_cross_entropy.linear_cross_entropy`: no ``(N, V)`` logits in
+        memory) where the decoder's output is exactly its projection, else from the logits."""
+        decoder = self.model.decoder
+        fused = None
+        if getattr(self.model, "dead", None) is None:  # a pretrained vocabulary masks some ids: from the logits
+            fused = decoder_losses(
+                decoder, enc_out, batch["tgt_in"], batch["tgt_out"], pad_id=self.hparams.pad_id, label_smoothing=label_smoothing
+            )
+        if fused is None:
+            return self._losses_from_logits(decoder(batch["tgt_in"], enc_out), batch, label_smoothing)
+        return fused
 
     def _losses_from_logits(
         self, logits: torch.Tensor, batch: Dict[str, Any], label_smoothing: float
@@ -267,11 +284,12 @@ class Seq2SeqModule(BaseModule):
         ``coverage_loss_weight * coverage_loss``, See et al., 2017, eq. 13)."""
         weight = self.hparams.get("coverage_loss_weight", 0.0)
         tokens_mask = batch["tgt_out"] != self.hparams.pad_id
+        attention = None
         if weight > 0:
             logits, attention = self.model(batch["src_ids"], batch["src_mask"], batch["tgt_in"], return_attention=True)
+            loss_sum, nll_sum, tokens = self._losses_from_logits(logits, batch, self.hparams.label_smoothing)
         else:
-            logits, attention = self(batch["src_ids"], batch["src_mask"], batch["tgt_in"]), None
-        loss_sum, nll_sum, tokens = self._losses_from_logits(logits, batch, self.hparams.label_smoothing)
+            loss_sum, nll_sum, tokens = self._token_losses(batch, self.hparams.label_smoothing)
         denominator = max(tokens, 1)
         out = {"loss": loss_sum / denominator, "nll": nll_sum.detach() / denominator, "tokens": torch.tensor(tokens)}
         if attention is not None:
@@ -313,7 +331,7 @@ class Seq2SeqModule(BaseModule):
     def _eval_step(self, batch: Dict[str, Any], stage: str) -> None:
         # one encoder pass serves the loss and every decoding of the batch
         enc_out = self.model.encode(batch["src_ids"], batch["src_mask"])
-        _, nll_sum, tokens = self._losses_from_logits(self.model.decoder(batch["tgt_in"], enc_out), batch, 0.0)
+        _, nll_sum, tokens = self._decoder_losses(enc_out, batch, 0.0)
         self._eval_nll.setdefault(stage, []).append((self.batch_key(batch), float(nll_sum), float(tokens)))
         config = self.val_generation if stage == "val" else self.generation
         texts, _ = self.decode(batch, config, enc_out)

@@ -68,6 +68,13 @@ class Decoder(nn.Module):
         """
         raise NotImplementedError
 
+    def output_features(self, tgt_in: Tensor, enc_out: EncoderOutput) -> Optional[Tensor]:
+        """Teacher forcing up to the output projection: ``(B, T, D_out)`` states whose
+        ``output_projection`` are the logits of :meth:`forward`, so that a loss can fuse the
+        projection with the softmax (:func:`~s2s_tasks.nn.linear_cross_entropy.linear_cross_entropy`).
+        ``None`` when the output is more than that projection (copy attention)."""
+        return None
+
     def init_cache(self, enc_out: EncoderOutput) -> Cache:
         """The cache before the first step."""
         raise NotImplementedError
@@ -223,10 +230,9 @@ class RNNDecoder(Decoder):
             new_cache["coverage"] = coverage + weights  # c_{t+1} = c_t + a_t
         return att_vector, weights, context, top, new_cache
 
-    def forward(
-        self, tgt_in: Tensor, enc_out: EncoderOutput, return_attention: Union[bool, str] = False
-    ) -> Union[Tensor, Tuple[Tensor, Tensor]]:
-        check_return_attention(return_attention)
+    def _teacher_forced(self, tgt_in: Tensor, enc_out: EncoderOutput) -> Tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+        """Every step at once: embedded inputs ``(B, T, E)``, attentional vectors ``(B, T, H)``,
+        attention ``(B, T, S)``, contexts ``(B, T, K)`` and top-layer states ``(B, T, H)``."""
         cache = self.init_cache(enc_out)
         embedded = self.embed(tgt_in)
         att_vectors, attentions, contexts, tops = [], [], [], []
@@ -236,12 +242,24 @@ class RNNDecoder(Decoder):
             attentions.append(weights)
             contexts.append(context)
             tops.append(top)
-        logits = inference_linear(self.output_projection, torch.stack(att_vectors, dim=1))
-        attention = torch.stack(attentions, dim=1)
+        return (
+            embedded, torch.stack(att_vectors, dim=1), torch.stack(attentions, dim=1),
+            torch.stack(contexts, dim=1), torch.stack(tops, dim=1),
+        )
+
+    def output_features(self, tgt_in: Tensor, enc_out: EncoderOutput) -> Optional[Tensor]:
         if self.pointer_generator is not None:
-            logits = self.pointer_generator(
-                logits, attention, torch.stack(contexts, dim=1), torch.stack(tops, dim=1), embedded, enc_out.src_ids
-            )
+            return None
+        return self._teacher_forced(tgt_in, enc_out)[1]
+
+    def forward(
+        self, tgt_in: Tensor, enc_out: EncoderOutput, return_attention: Union[bool, str] = False
+    ) -> Union[Tensor, Tuple[Tensor, Tensor]]:
+        check_return_attention(return_attention)
+        embedded, att_vectors, attention, contexts, tops = self._teacher_forced(tgt_in, enc_out)
+        logits = inference_linear(self.output_projection, att_vectors)
+        if self.pointer_generator is not None:
+            logits = self.pointer_generator(logits, attention, contexts, tops, embedded, enc_out.src_ids)
         if return_attention == "all":
             return logits, attention[:, None, None]  # one layer, one head
         if return_attention:
@@ -393,21 +411,33 @@ class TransformerDecoder(Decoder):
         context = torch.bmm(attention.to(enc_out.states.dtype), enc_out.states)  # h*_t = sum_i a_t,i m_i
         return self.pointer_generator(logits, attention, context, state, inputs, enc_out.src_ids)
 
-    def forward(
-        self, tgt_in: Tensor, enc_out: EncoderOutput, return_attention: Union[bool, str] = False
-    ) -> Union[Tensor, Tuple[Tensor, Tensor]]:
-        check_return_attention(return_attention)
+    def _layers(
+        self, tgt_in: Tensor, enc_out: EncoderOutput, every_layer: bool, need_weights: bool
+    ) -> Tuple[Tensor, Tensor, Optional[Tensor], List[Tensor]]:
+        """Embedded inputs ``(B, T, D)``, the last layer's output ``(B, T, D)``, its cross-attention
+        weights ``(B, heads, T, S)`` (when ``need_weights``) and, with ``every_layer``, each layer's."""
         x = inputs = self.embed(tgt_in)
         weights: Optional[Tensor] = None
         last = len(self.layers) - 1
-        every_layer = return_attention == "all"
-        need_weights = bool(return_attention) or self.copy_attention
         per_layer: List[Tensor] = []
         for i, layer in enumerate(self.layers):
             x, weights, _ = layer(x, enc_out.states, enc_out.mask, need_weights=every_layer or (need_weights and i == last))
             if every_layer:
                 assert weights is not None
                 per_layer.append(weights)
+        return inputs, x, weights, per_layer
+
+    def output_features(self, tgt_in: Tensor, enc_out: EncoderOutput) -> Optional[Tensor]:
+        if self.pointer_generator is not None:
+            return None
+        return self.final_norm(self._layers(tgt_in, enc_out, every_layer=False, need_weights=False)[1])
+
+    def forward(
+        self, tgt_in: Tensor, enc_out: EncoderOutput, return_attention: Union[bool, str] = False
+    ) -> Union[Tensor, Tuple[Tensor, Tensor]]:
+        check_return_attention(return_attention)
+        every_layer = return_attention == "all"
+        inputs, x, weights, per_layer = self._layers(tgt_in, enc_out, every_layer, bool(return_attention) or self.copy_attention)
         attention = None if weights is None else self._source_attention(weights)
         logits = self._output(inputs, x, attention, enc_out)
         if every_layer:
