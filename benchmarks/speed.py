@@ -22,9 +22,12 @@ the thread count fixed:
 
 Reported per measurement: target tokens/s (min and median time of the repeats), the ratio
 ours / HF of the median times, model-FLOPs utilisation against a GEMM peak measured in the same
-run (FLOPs counted analytically, see :func:`forward_flops`) and the peak memory growth during
-the measurement (resident set size sampled every 2 ms on the CPU; ``max_memory_allocated`` on
-CUDA).
+run (FLOPs counted analytically, see :func:`forward_flops`) and the peak memory growth of one
+call over the state kept between calls (model, optimizer state, batch). On CUDA that is the
+allocator's peak; on the CPU each implementation and measurement runs once more in a fresh
+process whose freed memory goes back to the system (:data:`_PROBE_ENV`), with the resident set
+sampled every 2 ms (in the timing process, memory freed by one measurement is reused by the
+next, which then shows no growth).
 
 Part 2: our RNN (LSTM encoder, LSTM decoder with Bahdanau attention) at the same sizes,
 training and beam throughput, for the record.
@@ -48,6 +51,7 @@ import argparse
 import math
 import os
 import statistics
+import subprocess
 import sys
 import threading
 import time
@@ -89,6 +93,9 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     p.add_argument("--tgt_len", type=int, default=64)
     p.add_argument("--beam", type=int, default=4)
     p.add_argument("--dropout", type=float, default=0.1)
+    p.add_argument("--ours_loss", choices=["fused", "logits"], default="fused",
+                   help="how our training and eval steps compute the loss: 'fused' (what Seq2SeqModule does) or "
+                        "'logits' (logits, then F.cross_entropy like HF), to measure the fused loss's share")
     p.add_argument("--only", action="append", default=None,
                    choices=["train_fp32", "train_bf16", "eval", "greedy", "beam"], help="run only these measurements")
     p.add_argument("--parts", default="1,2,3", help="which parts to run (default 1,2,3)")
@@ -102,6 +109,8 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     p.add_argument("--decode_sentences", type=int, default=1000)
     p.add_argument("--padding_only", action="store_true", help="part 3: the padding shares only (seconds, no training)")
     p.add_argument("--device", default="cpu")
+    p.add_argument("--memory_probe", choices=["ours", "hf", "rnn"], default=None,
+                   help=argparse.SUPPRESS)  # internal: one measurement's peak memory, in a fresh process
     p.add_argument("--json", default="benchmarks/results/speed.json")
     return p.parse_args(argv)
 
@@ -151,6 +160,50 @@ class PeakMemory:
                 self._peak = max(self._peak, self._rss())
             peak = self._peak
         self.peak_mib = max(0.0, (peak - self._start) / 2**20)
+
+
+#: glibc: every allocation of 64 KiB or more mapped on its own and unmapped when freed, so that the
+#: resident set follows the live tensors (by default freed memory stays with the process, and a
+#: measurement after another one shows no growth at all)
+_PROBE_ENV = {"MALLOC_MMAP_THRESHOLD_": "65536", "MALLOC_TRIM_THRESHOLD_": "0"}
+
+
+def probe_peak_memory(impl: str, kind: str, argv: List[str]) -> Optional[float]:
+    """Peak memory growth (MiB) of one ``kind`` call of ``impl`` over the state between calls
+    (model, optimizer state, batch), measured in a fresh process (:data:`_PROBE_ENV`) after two
+    warm-up calls; ``None`` if the probe fails."""
+    cmd = [sys.executable, str(Path(__file__).resolve()), *argv, "--memory_probe", impl, "--only", kind, "--parts", "1"]
+    proc = subprocess.run(cmd, env={**os.environ, **_PROBE_ENV}, capture_output=True, text=True)
+    for line in reversed(proc.stdout.splitlines()):
+        if line.startswith("PEAK_MIB "):
+            return float(line.split()[1])
+    print(f"  memory probe {impl} {kind} failed: {proc.stderr.strip().splitlines()[-1:] or proc.returncode}", flush=True)
+    return None
+
+
+def _without_options(argv: List[str], names: Tuple[str, ...]) -> List[str]:
+    """``argv`` without the options ``names`` and their values (``--x v`` or ``--x=v``)."""
+    out, skip = [], False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg in names:
+            skip = True
+        elif not any(arg.startswith(name + "=") for name in names):
+            out.append(arg)
+    return out
+
+
+def run_memory_probe(a: argparse.Namespace, device: torch.device) -> None:
+    """The child side of :func:`probe_peak_memory`: prints ``PEAK_MIB <value>``."""
+    adapter = {"ours": lambda: OursAdapter(a, device), "hf": lambda: HFAdapter(a, device),
+               "rnn": lambda: OursAdapter(a, device, architecture="rnn")}[a.memory_probe]()
+    call = measurements(adapter, synthetic_batch(a, device), a, device)[a.only[0]]
+    call()
+    call()
+    with PeakMemory(device) as memory:
+        call()
+    print(f"PEAK_MIB {memory.peak_mib:.1f}", flush=True)
 
 
 def gemm_peak(dtype: torch.dtype, device: torch.device, a: argparse.Namespace, repeats: int = 5) -> float:
@@ -235,6 +288,8 @@ class OursAdapter:
     def loss(self, src: torch.Tensor, mask: torch.Tensor, tgt_in: torch.Tensor, tgt_out: torch.Tensor) -> torch.Tensor:
         """The mean label-smoothed loss the way our training step computes it: the output projection
         fused with the loss (what ``Seq2SeqModule`` does for this model)."""
+        if self.a.ours_loss == "logits":
+            return loss_of(self.logits(src, mask, tgt_in), tgt_out)
         fused = decoder_losses(self.model.decoder, self.model.encode(src, mask), tgt_in, tgt_out, pad_id=PAD,
                                label_smoothing=LABEL_SMOOTHING)
         assert fused is not None
@@ -363,6 +418,9 @@ def run_side_by_side(adapters: List[Any], a: argparse.Namespace, device: torch.d
                 times[ad.name].append(seconds)
                 memory[ad.name] = max(memory[ad.name], mib)
             print(f"  {kind:<11} " + "  ".join(f"{n} {t[-1]:.3f}s" for n, t in times.items()), flush=True)
+        if device.type == "cpu" and getattr(a, "probe_argv", None) is not None:  # RSS growth in this process says little (see _PROBE_ENV)
+            for ad in adapters:
+                memory[ad.name] = probe_peak_memory(getattr(ad, "probe_name", ad.name), kind, a.probe_argv)
         peak = peaks["bf16" if kind == "train_bf16" else "fp32"]
         row: Dict[str, Any] = {}
         for name, ts in times.items():
@@ -389,8 +447,8 @@ def print_side_by_side(results: Dict[str, Dict[str, Any]], title: str) -> None:
             r = row[name]
             ratio = f"{row['ratio_median']:>8.2f}x" if name == "ours" and "ratio_median" in row else ""
             mfu = f"{100 * r['mfu']:>6.1f}%" if r["mfu"] is not None else f"{'-':>7}"
-            print(f"{kind:<12}{name:<6}{r['tokens_per_s_median']:>11.0f}{r['tokens_per_s_best']:>11.0f}"
-                  f"{mfu}{r['peak_memory_mib']:>10.0f}{ratio}")
+            mib = f"{r['peak_memory_mib']:>10.0f}" if r["peak_memory_mib"] is not None else f"{'-':>10}"
+            print(f"{kind:<12}{name:<6}{r['tokens_per_s_median']:>11.0f}{r['tokens_per_s_best']:>11.0f}{mfu}{mib}{ratio}")
 
 
 # ------------------------------------------------------------------------------------------ real data
@@ -457,10 +515,13 @@ def real_data(a: argparse.Namespace, device: torch.device) -> Optional[Dict[str,
         for indices in batches:
             batch = collate(indices)
             tgt_out = batch["tgt_out"].to(device)
-            loss_sum, _, tokens = decoder_losses(
-                model.decoder, model.encode(batch["src_ids"].to(device), batch["src_mask"].to(device)),
-                batch["tgt_in"].to(device), tgt_out, pad_id=PAD, label_smoothing=LABEL_SMOOTHING)
-            loss = loss_sum / tokens
+            src_ids, src_mask, tgt_in = batch["src_ids"].to(device), batch["src_mask"].to(device), batch["tgt_in"].to(device)
+            if a.ours_loss == "logits":
+                loss = loss_of(model(src_ids, src_mask, tgt_in), tgt_out)
+            else:
+                loss_sum, _, tokens = decoder_losses(model.decoder, model.encode(src_ids, src_mask), tgt_in, tgt_out,
+                                                     pad_id=PAD, label_smoothing=LABEL_SMOOTHING)
+                loss = loss_sum / tokens
             loss.backward()
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
@@ -531,9 +592,14 @@ def print_real(res: Dict[str, Any]) -> None:
 
 
 def main(argv: Optional[List[str]] = None) -> None:
+    raw_argv = list(sys.argv[1:] if argv is None else argv)
     a = parse_args(argv)
     torch.set_num_threads(a.threads)
     device = torch.device(a.device)
+    if a.memory_probe:
+        run_memory_probe(a, device)
+        return
+    a.probe_argv = _without_options(raw_argv, ("--only", "--parts", "--json"))  # the shape flags, for the memory probes
     kinds = a.only or ["train_fp32", "train_bf16", "eval", "greedy", "beam"]
     peaks = {"fp32": gemm_peak(torch.float32, device, a), "bf16": gemm_peak(torch.bfloat16, device, a)}
     env = {"torch": torch.__version__, "threads": torch.get_num_threads(), "device": str(device),
@@ -546,7 +612,9 @@ def main(argv: Optional[List[str]] = None) -> None:
         result.update(side_by_side(a, device, kinds, peaks, env))
     if 2 in parts:
         rnn_kinds = [k for k in kinds if k in ("train_fp32", "greedy", "beam")]
-        result["rnn"] = run_side_by_side([OursAdapter(a, device, architecture="rnn")], a, device, rnn_kinds, peaks, count_flops=False)
+        rnn = OursAdapter(a, device, architecture="rnn")
+        rnn.probe_name = "rnn"
+        result["rnn"] = run_side_by_side([rnn], a, device, rnn_kinds, peaks, count_flops=False)
         print_side_by_side(result["rnn"], "Part 2: our LSTM + Bahdanau attention, same sizes")
     real = real_data(a, device) if 3 in parts else None
     if real is not None:

@@ -350,7 +350,8 @@ class MultiHeadAttention(nn.Module):
             scores = torch.bmm(q3, k.flatten(0, 1).transpose(1, 2)).view(batch_size, heads, tgt_len, src_len)
             if mask is not None:
                 scores = scores.masked_fill(~mask, float("-inf"))
-            weights = torch.softmax(scores.float(), dim=-1).to(q.dtype)
+            # softmax kernels accumulate in float32 for half-precision inputs: no float32 round trip
+            weights = torch.softmax(scores, dim=-1)
             if empty_rows is not None:
                 weights = weights.masked_fill(empty_rows, 0.0)
             dropped = dropout(weights, dropout_p, self.training).view(batch_size * heads, tgt_len, src_len)

@@ -7,15 +7,19 @@ tensors is 65 MB, so the loss is bound by memory traffic, not arithmetic: in a p
 step the log-softmax alone, forward and backward, was about a tenth of the step.
 
 :func:`linear_cross_entropy` never materialises them. The forward pass multiplies ``rows``
-rows at a time, keeps only each row's log-sum-exp (``N`` floats), and sums the losses; the
-backward pass recomputes each chunk's logits (one more matrix product), turns them into the
-gradient ``softmax - target distribution`` in place and multiplies it into the gradients of
-``h``, ``W`` and ``b`` while the chunk is still in cache. This is the scheme of fused
-"linear cross-entropy" kernels (e.g. Liger-Kernel's, Hsu et al., 2024), written with PyTorch
-operations. Measured at N 2,048, D 256, V 8,000 on 2 threads of an AVX-512/AMX CPU (forward
-and backward of projection + loss; a micro-benchmark while building this, the whole training
-step is measured in ``benchmarks/speed.py``): float32 187 -> 139 ms, bf16 autocast 133 -> 65 ms,
-at 256 rows per chunk (128: 145 / 82 ms, 1,024: 165 / 97 ms).
+rows at a time, takes each chunk's float32 log-softmax at the targets and sums the losses (the
+label-smoothing term needs only the mean logit of a row, ``h . mean_v W_v + mean_v b_v``); the
+backward pass recomputes each chunk's logits (one more matrix product), turns them into
+``softmax + onehot`` terms and multiplies them into the gradients of ``h``, ``W`` and ``b``
+while the chunk is still in cache; the gradient's scale and its constant part are applied once
+to the sums. In a low-precision dtype (bf16 autocast) the chunks' gradients are gathered, up to
+2**24 elements (32 MB), so that the weight gradient is one product and one conversion to float32
+instead of one per chunk. This is the scheme of fused "linear cross-entropy" kernels (e.g.
+Liger-Kernel's, Hsu et al., 2024), written with PyTorch operations. Measured at N 2,048, D 256,
+V 8,000 on 2 threads of an AVX-512/AMX CPU (forward and backward of projection + loss; a
+micro-benchmark while building this, over four runs on a noisy machine; the whole training step
+is measured in ``benchmarks/speed.py``): float32 180-200 -> 129-146 ms, bf16 autocast 125-147 ->
+60-64 ms at 256 rows per chunk (128 and 512 rows: bf16 65-82 ms).
 
 The loss is the one ``F.cross_entropy(..., label_smoothing=eps, reduction="sum")`` defines
 (Szegedy et al., 2016, §7): per token ``(1 - eps) * NLL + eps * mean_v(-log p_v)``, with
@@ -30,9 +34,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-#: rows per chunk on the CPU: a (256, 8000) float32 chunk is 8 MB, and 256 was the fastest of
-#: 128-1,024 in the measurement above
+#: rows per chunk on the CPU: a (256, 8000) float32 chunk is 8 MB, and 256 was the fastest in
+#: bf16 of 128-1,024 in the measurement above (float32 was within noise of it at 128-512)
 CPU_CHUNK_ROWS = 256
+#: at most this many elements of low-precision gradient are kept for one weight-gradient product
+#: (32 MB in bf16): 2,048 rows at V 8,000
+_GROUP_ELEMENTS = 1 << 24
 #: elsewhere (GPUs) chunks are bounded by memory, about 128 MB of float32 logits each; this
 #: size was chosen for memory, not measured for speed
 _ACCELERATOR_CHUNK_ELEMENTS = 1 << 25
@@ -84,7 +91,7 @@ class _LinearCrossEntropy(torch.autograd.Function):
             if label_smoothing > 0:
                 # -mean_v log p_v = lse - mean_v z_v, and mean_v z_v = h . mean_v W_v + mean_v b_v:
                 # one (D,) product per row instead of a pass over the logits
-                mean_logit = h.to(acc).sum(0) @ w.to(acc).mean(0) + (0.0 if b is None else n * b.to(acc).mean())
+                mean_logit = hidden.to(acc).sum(0) @ weight.to(acc).mean(0) + (0.0 if bias is None else n * bias.to(acc).mean())
                 loss = (1.0 - label_smoothing) * nll + label_smoothing * (lse_sum - mean_logit)
         ctx.save_for_backward(hidden, weight, bias, target)
         ctx.label_smoothing, ctx.rows, ctx.autocast = label_smoothing, rows, autocast
@@ -106,28 +113,41 @@ class _LinearCrossEntropy(torch.autograd.Function):
         grad_hidden = torch.empty(hidden.shape, dtype=acc, device=hidden.device) if want_h else None
         grad_weight = torch.zeros(weight.shape, dtype=acc, device=weight.device) if want_w else None
         grad_bias = torch.zeros(vocab, dtype=acc, device=weight.device) if want_b else None
+        # In a low-precision dtype the weight gradient of a chunk comes out of the product in that
+        # dtype and must be added to the float32 sum (a slow conversion of the whole (V, D)
+        # matrix); so chunks are gathered in a buffer of up to _GROUP_ELEMENTS and multiplied
+        # into the weight gradient once per group.
+        low = w.dtype != acc
+        group = max(rows, _GROUP_ELEMENTS // vocab // rows * rows) if low and want_w else rows
         with torch.autocast(hidden.device.type, enabled=False):
-            for start in range(0, n, rows):
-                h_chunk = h[start : start + rows]
-                t = target[start : start + rows]
-                logits = F.linear(h_chunk, w, b)
-                # softmax in float32 inside the kernel, written once in the logits' dtype (as
-                # autocast's own backward would cast the gradient for its products)
-                grad = torch.softmax(logits, dim=-1) if s != 0 else torch.zeros_like(logits)
-                # index_add_ on the flat view: scatter_add_ along dim 1 took 0.6 ms per bf16 chunk
-                at_target = torch.arange(t.numel(), device=t.device) * vocab + t
-                grad.view(-1).index_add_(0, at_target, grad.new_full(t.shape, a / s if s != 0 else a))
-                if grad_bias is not None:
-                    grad_bias += grad.sum(0)
-                if grad_hidden is not None:
-                    grad_hidden[start : start + rows] = torch.mm(grad, w)
-                if grad_weight is not None:
-                    if grad.dtype == acc:
-                        grad_weight.addmm_(grad.t(), h_chunk)  # accumulates without a temporary
-                    else:
-                        grad_weight += torch.mm(grad.t(), h_chunk)
+            for group_start in range(0, n, group):
+                group_end = min(group_start + group, n)
+                buffer = torch.empty(group_end - group_start, vocab, dtype=w.dtype, device=w.device) if group > rows else None
+                for start in range(group_start, group_end, rows):
+                    h_chunk = h[start : start + rows]
+                    t = target[start : start + rows]
+                    logits = F.linear(h_chunk, w, b)
+                    # softmax in float32 inside the kernel, written once in the logits' dtype (as
+                    # autocast's own backward would cast the gradient for its products)
+                    grad = torch.softmax(logits, dim=-1) if s != 0 else torch.zeros_like(logits)
+                    # index_add_ on the flat view: scatter_add_ along dim 1 took 0.6 ms per bf16 chunk
+                    at_target = torch.arange(t.numel(), device=t.device) * vocab + t
+                    grad.view(-1).index_add_(0, at_target, grad.new_full(t.shape, a / s if s != 0 else a))
+                    if grad_bias is not None:
+                        grad_bias += grad.sum(0)
+                    if grad_hidden is not None:
+                        grad_hidden[start : start + rows] = torch.mm(grad, w)
+                    if buffer is not None:
+                        buffer[start - group_start : start - group_start + grad.size(0)] = grad
+                    elif grad_weight is not None:
+                        if low:
+                            grad_weight += torch.mm(grad.t(), h_chunk)
+                        else:
+                            grad_weight.addmm_(grad.t(), h_chunk)  # accumulates without a temporary
+                if buffer is not None and grad_weight is not None:
+                    grad_weight += torch.mm(buffer.t(), h[group_start:group_end])
             scale = s if s != 0 else 1.0
-            for grad_sum, rank_one in ((grad_hidden, w), (grad_weight, h), (grad_bias, None)):
+            for grad_sum, rank_one in ((grad_hidden, weight), (grad_weight, hidden), (grad_bias, None)):
                 if grad_sum is None:
                     continue
                 grad_sum.mul_(scale)
