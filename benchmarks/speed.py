@@ -287,7 +287,8 @@ class OursAdapter:
 
     def loss(self, src: torch.Tensor, mask: torch.Tensor, tgt_in: torch.Tensor, tgt_out: torch.Tensor) -> torch.Tensor:
         """The mean label-smoothed loss the way our training step computes it: the output projection
-        fused with the loss (what ``Seq2SeqModule`` does for this model)."""
+        fused with the loss (what ``Seq2SeqModule`` does for this model); with ``--ours_loss
+        logits``, from the logits as HF's side does."""
         if self.a.ours_loss == "logits":
             return loss_of(self.logits(src, mask, tgt_in), tgt_out)
         fused = decoder_losses(self.model.decoder, self.model.encode(src, mask), tgt_in, tgt_out, pad_id=PAD,
