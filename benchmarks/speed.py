@@ -289,13 +289,7 @@ class OursAdapter:
         """The mean label-smoothed loss the way our training step computes it: the output projection
         fused with the loss (what ``Seq2SeqModule`` does for this model); with ``--ours_loss
         logits``, from the logits as HF's side does."""
-        if self.a.ours_loss == "logits":
-            return loss_of(self.logits(src, mask, tgt_in), tgt_out)
-        fused = decoder_losses(self.model.decoder, self.model.encode(src, mask), tgt_in, tgt_out, pad_id=PAD,
-                               label_smoothing=LABEL_SMOOTHING)
-        assert fused is not None
-        loss, _, tokens = fused
-        return loss / max(tokens, 1)
+        return ours_loss(self.model, self.a, src, mask, tgt_in, tgt_out)
 
     def generate(self, src: torch.Tensor, mask: torch.Tensor, beam: int, new_tokens: int) -> None:
         # EOS is banned for new_tokens - 1 tokens and forced as the new_tokens-th: new_tokens steps.
@@ -346,6 +340,18 @@ class HFAdapter:
             no_repeat_ngram_size=0, use_cache=True,
         )
         assert out.size(1) == new_tokens + 1  # decoder start token + new tokens
+
+
+def ours_loss(model: torch.nn.Module, a: argparse.Namespace, src: torch.Tensor, mask: torch.Tensor,
+              tgt_in: torch.Tensor, tgt_out: torch.Tensor) -> torch.Tensor:
+    """Our mean training loss: fused with the projection (``--ours_loss fused``) or from the logits."""
+    if a.ours_loss == "logits":
+        return loss_of(model(src, mask, tgt_in), tgt_out)
+    fused = decoder_losses(model.decoder, model.encode(src, mask), tgt_in, tgt_out, pad_id=PAD,
+                           label_smoothing=LABEL_SMOOTHING)
+    assert fused is not None
+    loss, _, tokens = fused
+    return loss / max(tokens, 1)
 
 
 def loss_of(logits: torch.Tensor, tgt_out: torch.Tensor) -> torch.Tensor:
@@ -516,13 +522,8 @@ def real_data(a: argparse.Namespace, device: torch.device) -> Optional[Dict[str,
         for indices in batches:
             batch = collate(indices)
             tgt_out = batch["tgt_out"].to(device)
-            src_ids, src_mask, tgt_in = batch["src_ids"].to(device), batch["src_mask"].to(device), batch["tgt_in"].to(device)
-            if a.ours_loss == "logits":
-                loss = loss_of(model(src_ids, src_mask, tgt_in), tgt_out)
-            else:
-                loss_sum, _, tokens = decoder_losses(model.decoder, model.encode(src_ids, src_mask), tgt_in, tgt_out,
-                                                     pad_id=PAD, label_smoothing=LABEL_SMOOTHING)
-                loss = loss_sum / tokens
+            loss = ours_loss(model, a, batch["src_ids"].to(device), batch["src_mask"].to(device),
+                             batch["tgt_in"].to(device), tgt_out)
             loss.backward()
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)

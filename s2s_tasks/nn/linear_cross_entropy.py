@@ -52,11 +52,6 @@ def default_chunk_rows(device: torch.device, vocab_size: int) -> int:
     return max(CPU_CHUNK_ROWS, _ACCELERATOR_CHUNK_ELEMENTS // max(vocab_size, 1))
 
 
-def _float(x: Tensor) -> Tensor:
-    """``x`` in float32, or float64 if it is (the softmax never runs in less than float32)."""
-    return x if x.dtype == torch.float64 else x.float()
-
-
 def _autocast_state(device: torch.device) -> Optional[torch.dtype]:
     """The autocast dtype in force on ``device``'s type, or ``None``."""
     return torch.get_autocast_dtype(device.type) if torch.is_autocast_enabled(device.type) else None
