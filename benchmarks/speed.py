@@ -12,9 +12,11 @@ the thread count fixed:
 
 * ``train_fp32`` / ``train_bf16``: one training step (forward, label-smoothed cross-entropy,
   backward, AdamW), in float32 and under ``torch.autocast(bfloat16)``; each side computes the
-  loss its own way: ours as our training step does (the output projection fused with the loss,
-  :mod:`s2s_tasks.nn.linear_cross_entropy`), HF from its logits with ``F.cross_entropy`` (as its
-  Trainer's label smoother does);
+  loss and steps the optimizer its own way: ours as our training step does (the output
+  projection fused with the loss, :mod:`s2s_tasks.nn.linear_cross_entropy`; torch's fused AdamW
+  kernel, :func:`s2s_tasks.optim.adamw`), HF from its logits with ``F.cross_entropy`` (as its
+  Trainer's label smoother does) and ``torch.optim.AdamW``'s default implementation (a plain
+  loop). ``--ours_loss logits`` and ``--ours_adamw default`` measure the two choices' shares;
 * ``eval``: teacher-forced forward and loss without gradients (the same two loss paths);
 * ``greedy`` / ``beam4``: generation forced to exactly ``--tgt_len`` new tokens (EOS banned
   before, and forced or cut after), ours through :func:`s2s_tasks.generation.generate`, HF
@@ -68,6 +70,7 @@ from common import cpu_description, write_json  # noqa: E402
 from s2s_tasks.generation import GenerationConfig, beam_search, generate, greedy_search  # noqa: E402
 from s2s_tasks.nn.linear_cross_entropy import decoder_losses  # noqa: E402
 from s2s_tasks.nn.seq2seq import build_seq2seq  # noqa: E402
+from s2s_tasks.optim import adamw  # noqa: E402
 
 PAD, BOS, EOS, FIRST_WORD = 0, 1, 2, 4
 LABEL_SMOOTHING = 0.1
@@ -96,6 +99,9 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     p.add_argument("--ours_loss", choices=["fused", "logits"], default="fused",
                    help="how our training and eval steps compute the loss: 'fused' (what Seq2SeqModule does) or "
                         "'logits' (logits, then F.cross_entropy like HF), to measure the fused loss's share")
+    p.add_argument("--ours_adamw", choices=["fused", "default"], default="fused",
+                   help="our optimizer: 'fused' (what every task trains with, s2s_tasks.optim.adamw) or "
+                        "'default' (torch.optim.AdamW's default implementation, like HF's side), to measure its share")
     p.add_argument("--only", action="append", default=None,
                    choices=["train_fp32", "train_bf16", "eval", "greedy", "beam"], help="run only these measurements")
     p.add_argument("--parts", default="1,2,3", help="which parts to run (default 1,2,3)")
@@ -279,7 +285,7 @@ class OursAdapter:
             num_encoder_layers=a.layers, num_decoder_layers=a.layers, num_heads=a.heads, ffn_dim=a.ffn,
             dropout=a.dropout, max_positions=max(a.src_len, a.tgt_len) + 2, tie_embeddings=True, share_embeddings=True,
         ).to(device)
-        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=1e-4)
+        self.optimizer = ours_optimizer(self.model, a, lr=1e-4)
         self.a = a
 
     def logits(self, src: torch.Tensor, mask: torch.Tensor, tgt_in: torch.Tensor) -> torch.Tensor:
@@ -340,6 +346,14 @@ class HFAdapter:
             no_repeat_ngram_size=0, use_cache=True,
         )
         assert out.size(1) == new_tokens + 1  # decoder start token + new tokens
+
+
+def ours_optimizer(model: torch.nn.Module, a: argparse.Namespace, **kwargs: Any) -> torch.optim.Optimizer:
+    """Our AdamW: torch's fused kernel as every task's ``configure_optimizers`` picks it
+    (``--ours_adamw fused``), or ``torch.optim.AdamW``'s default (``--ours_adamw default``)."""
+    if a.ours_adamw == "fused":
+        return adamw(model.parameters(), **kwargs)
+    return torch.optim.AdamW(model.parameters(), **kwargs)
 
 
 def ours_loss(model: torch.nn.Module, a: argparse.Namespace, src: torch.Tensor, mask: torch.Tensor,
@@ -512,7 +526,7 @@ def real_data(a: argparse.Namespace, device: torch.device) -> Optional[Dict[str,
         torch.manual_seed(0)
         model = build_seq2seq(vocab_size=vocab, pad_id=PAD, d_model=a.d_model, num_encoder_layers=a.layers,
                               num_decoder_layers=a.layers, num_heads=a.heads, ffn_dim=a.ffn, dropout=a.dropout).to(device)
-        optimizer = torch.optim.AdamW(model.parameters(), lr=5e-4, betas=(0.9, 0.98))
+        optimizer = ours_optimizer(model, a, lr=5e-4, betas=(0.9, 0.98))
         model.train()
         if a.real_batches:
             batches = batches[: a.real_batches]

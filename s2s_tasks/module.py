@@ -12,12 +12,14 @@ from typing import Any, ClassVar, Dict, List, Optional, Tuple
 
 import pytorch_lightning as pl
 import torch
+from pytorch_lightning.plugins.precision import MixedPrecision, Precision
+from pytorch_lightning.utilities import GradClipAlgorithmType
 
 from s2s_tasks import __version__
 from s2s_tasks.checkpoint import EXTRAS_KEY
 from s2s_tasks.data.tokenizer import tokenizer_from_json
 from s2s_tasks.nn.peft import peft_parameters
-from s2s_tasks.optim import lr_multiplier
+from s2s_tasks.optim import adamw, lr_multiplier
 
 log = logging.getLogger(__name__)
 
@@ -84,16 +86,37 @@ class BaseModule(pl.LightningModule):
                 continue
             is_embedding_or_norm = param.ndim < 2 or "embed" in name or "norm" in name
             (no_decay if is_embedding_or_norm else decay).append(param)
-        optimizer = torch.optim.AdamW(
+        optimizer = adamw(
             [{"params": decay, "weight_decay": hp.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
             lr=hp.learning_rate,
             betas=tuple(hp.adam_betas),
+            # a fused optimizer unscales fp16 gradients inside its step, after Lightning would clip them
+            fused=False if self._gradient_scaler() is not None else None,
         )
         total = int(self.trainer.estimated_stepping_batches) if self._trainer is not None else hp.warmup_steps + 1
         scheduler = torch.optim.lr_scheduler.LambdaLR(
             optimizer, lr_multiplier(hp.lr_schedule, hp.warmup_steps, total, hp.min_lr_ratio)
         )
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    def _gradient_scaler(self) -> Optional[Any]:
+        """The trainer's fp16 gradient scaler (``16-mixed``), or None."""
+        return getattr(self.trainer.precision_plugin, "scaler", None) if self._trainer is not None else None
+
+    def configure_gradient_clipping(
+        self, optimizer: torch.optim.Optimizer, gradient_clip_val: Optional[float] = None,
+        gradient_clip_algorithm: Optional[str] = None,
+    ) -> None:
+        """Lightning's clipping, also for the fused AdamW under ``bf16-mixed``: Lightning's
+        mixed-precision plugin refuses to clip for optimizers that unscale gradients in their
+        step, which only matters with an fp16 gradient scaler (then the optimizer is not fused)."""
+        plugin = self.trainer.precision_plugin
+        fused = getattr(optimizer, "_step_supports_amp_scaling", False)
+        if gradient_clip_val and fused and isinstance(plugin, MixedPrecision) and plugin.scaler is None:
+            # the gradients are not scaled: the base plugin's clipping is exact
+            Precision.clip_gradients(plugin, optimizer, gradient_clip_val, GradClipAlgorithmType(gradient_clip_algorithm or "norm"))
+            return
+        self.clip_gradients(optimizer, gradient_clip_val, gradient_clip_algorithm)
 
     # ----------------------------------------------------------------------------- tokenizer and checkpoints
     def setup(self, stage: str) -> None:

@@ -19,7 +19,7 @@ from s2s_tasks.metrics import entity_scores
 from s2s_tasks.registry import get_task
 from s2s_tasks.tasks.ner.data import NERDataModule, NERExample, join_tokens, split_words
 from s2s_tasks.tasks.ner.format import NO_ENTITIES, parse_entities, render_entities, spans_to_tags, tags_to_spans
-from s2s_tasks.tasks.ner.model import NERModule
+from s2s_tasks.tasks.ner.model import NERModule, word_end_positions
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -268,8 +268,17 @@ def test_prediction_record_character_offsets_and_generated_text():
     assert model.parse_generated(["Port Alden [LOC] ; Anna Brandt [PER] ; home [ORG]"], {"example": [example]}) == [tags]
 
 
-def test_crf_head_loss_and_constrained_predictions():
-    model = tiny_model(crf=True)
+def test_word_end_positions():
+    # row 0: "<s> a a b c c c d </s> <pad>"; row 1: "<s> e f f </s>" with a third word that has
+    # no subwords (it shares f's start); row 2: "<s> g h </s>", h cut by truncation
+    starts = torch.tensor([[1, 3, 4, 7], [1, 2, 2, -100], [1, 2, -100, -100]])
+    mask = torch.tensor([[1] * 9 + [0], [1] * 5 + [0] * 5, [1] * 4 + [0] * 6], dtype=torch.bool)
+    assert word_end_positions(starts, mask).tolist() == [[2, 3, 6, 7], [1, 2, 3, 0], [1, 2, 0, 0]]
+
+
+@pytest.mark.parametrize("word_states", ["first", "first_last"])
+def test_crf_head_loss_and_constrained_predictions(word_states):
+    model = tiny_model(crf=True, word_states=word_states)
     model.eval()
     assert not model.task_head["crf"].allowed.all()  # BIO constraints set from the tag names
     ids = torch.randint(4, 60, (2, 9))
@@ -277,8 +286,16 @@ def test_crf_head_loss_and_constrained_predictions():
              "word_starts": torch.tensor([[1, 2, 4, 5, 7], [1, 3, -100, -100, -100]]),
              "tags": torch.tensor([[2, 4, 0, 1, 3], [0, 0, -100, -100, -100]]),
              "example": [NERExample(["w"] * 5, None, [], ""), NERExample(["w"] * 2, None, [], "")]}
-    outputs = model.head_forward(batch, model.encode(batch))
+    enc_out = model.encode(batch)
+    outputs = model.head_forward(batch, enc_out)
     assert outputs.logits.shape == (2, 5, 5)
+    # the head reads the first subword's state (and with first_last the last subword's too)
+    features = enc_out.states[[0, 0, 0, 0, 0, 1, 1]][torch.arange(7), torch.tensor([1, 2, 4, 5, 7, 1, 3])]
+    if word_states == "first_last":
+        ends = enc_out.states[[0, 0, 0, 0, 0, 1, 1]][torch.arange(7), torch.tensor([1, 3, 4, 6, 7, 2, 7])]
+        features = torch.cat([features, ends], dim=-1)
+    expected = model.task_head["out"](features)
+    assert torch.allclose(outputs.logits[outputs.mask], expected, atol=1e-6)
     loss, count = model.head_loss(outputs, batch)
     assert count == 7 and torch.isfinite(loss) and loss > 0
     with torch.no_grad():
@@ -289,6 +306,8 @@ def test_crf_head_loss_and_constrained_predictions():
         NERModule(vocab_size=60, num_labels=1, d_model=16, ffn_dim=16, num_heads=2, num_encoder_layers=1)
     with pytest.raises(ValueError, match="model.crf applies with model.head: encoder only"):
         NERModule(vocab_size=60, num_labels=5, head="generate", crf=True)
+    with pytest.raises(ValueError, match="model.word_states must be one of"):
+        NERModule(vocab_size=60, num_labels=5, word_states="last")
 
 
 # ----------------------------------------------------------------------------- learning and the CLI

@@ -1,5 +1,5 @@
 """benchmarks/speed.py runs end to end at tiny sizes (ours only, no transformers needed): the
-timings, the fused-loss and logits-loss training steps and the per-cell memory probes."""
+timings, the fused-loss and logits-loss training steps with either AdamW and the per-cell memory probes."""
 
 from __future__ import annotations
 
@@ -16,14 +16,14 @@ TINY = ["--no_hf", "--parts", "1,2", "--only", "train_fp32", "--only", "greedy",
         "--src_len", "6", "--tgt_len", "5", "--data", ""]
 
 
-@pytest.mark.parametrize("loss", ["fused", "logits"])
-def test_speed_benchmark_runs_and_measures_memory_per_cell(tmp_path, loss):
+@pytest.mark.parametrize("loss,optimizer", [("fused", "fused"), ("logits", "default")])
+def test_speed_benchmark_runs_and_measures_memory_per_cell(tmp_path, loss, optimizer):
     out = tmp_path / "speed.json"
-    proc = subprocess.run([sys.executable, str(SPEED), *TINY, "--ours_loss", loss, "--json", str(out)],
-                          capture_output=True, text=True, timeout=600)
+    proc = subprocess.run([sys.executable, str(SPEED), *TINY, "--ours_loss", loss, "--ours_adamw", optimizer,
+                           "--json", str(out)], capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-2000:]
     result = json.loads(out.read_text())
-    assert result["args"]["ours_loss"] == loss
+    assert result["args"]["ours_loss"] == loss and result["args"]["ours_adamw"] == optimizer
     for part in ("transformer", "rnn"):
         for kind in ("train_fp32", "greedy"):
             cell = result[part][kind]["ours"]

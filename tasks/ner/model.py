@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any, Dict, List, NamedTuple, Optional, Sequence, Tuple
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
@@ -17,6 +18,10 @@ from .format import parse_entities, spans_to_tags, tags_to_spans
 
 #: how the scores are computed, logged with them
 SIGNATURES = {name: "seqeval strict IOB2, entity-level, micro-averaged" for name in ("precision", "recall", "f1")}
+
+
+#: ``model.word_states`` -> how many encoder states make one word's features
+WORD_STATES = {"first": 1, "first_last": 2}
 
 
 class TagScores(NamedTuple):
@@ -44,15 +49,21 @@ class NERModule(StructuredModule):
 
     Args:
         crf: a CRF output layer with BIO-constrained Viterbi decoding instead of a per-word softmax.
+        word_states: what represents a word: ``first`` (the encoder state at its first subword)
+            or ``first_last`` (the states at its first and last subwords, concatenated: with a
+            BiLSTM encoder this gives both directions a state that has read the whole word, as
+            the character BiLSTM of Lample et al. 2016 does).
         **kwargs: see :class:`~s2s_tasks.structured_module.StructuredModule`.
     """
 
     task_name = "ner"
     primary_metric = "f1"
 
-    def __init__(self, crf: bool = False, **kwargs: Any) -> None:
+    def __init__(self, crf: bool = False, word_states: str = "first", **kwargs: Any) -> None:
         if crf and kwargs.get("head") == "generate":
             raise ValueError("model.crf applies with model.head: encoder only (the generate head writes the entities as text)")
+        if word_states not in WORD_STATES:
+            raise ValueError(f"model.word_states must be one of {list(WORD_STATES)}, got {word_states!r}")
         super().__init__(**kwargs)
 
     # ----------------------------------------------------------------------------- network
@@ -63,7 +74,8 @@ class NERModule(StructuredModule):
                 f"NER needs O and the B-/I- tags of at least one entity type (model.num_labels, linked from the data), "
                 f"got {num_labels}; check the tags column (data.tags_column) or data.labels"
             )
-        head = nn.ModuleDict({"dropout": nn.Dropout(self.hparams.head_dropout), "out": nn.Linear(input_size, num_labels)})
+        features = input_size * WORD_STATES[self.hparams.word_states]
+        head = nn.ModuleDict({"dropout": nn.Dropout(self.hparams.head_dropout), "out": nn.Linear(features, num_labels)})
         if self.hparams.crf:
             head["crf"] = LinearChainCRF(num_labels)  # the BIO constraints are set with the tag names
         return head
@@ -96,8 +108,10 @@ class NERModule(StructuredModule):
     def head_forward(self, batch: Dict[str, Any], enc_out) -> TagScores:
         starts = batch["word_starts"]  # (B, W), LABEL_PAD after each row's kept words
         mask = starts != LABEL_PAD
-        index = starts.clamp(min=0).unsqueeze(-1).expand(-1, -1, enc_out.states.size(-1))
-        states = enc_out.states.gather(1, index)  # (B, W, D)
+        states = gather_positions(enc_out.states, starts.clamp(min=0))  # (B, W, D)
+        if self.hparams.word_states == "first_last":
+            ends = word_end_positions(starts, enc_out.mask)
+            states = torch.cat([states, gather_positions(enc_out.states, ends)], dim=-1)  # (B, W, 2D)
         head = self.task_head
         return TagScores(head["out"](head["dropout"](states)), mask)
 
@@ -146,3 +160,22 @@ class NERModule(StructuredModule):
                 "start_char": start_char, "end_char": end_char,
             })
         return {"tags": list(prediction), "entities": entities}
+
+
+def gather_positions(states: Tensor, positions: Tensor) -> Tensor:
+    """``states`` ``(B, S, D)`` at ``positions`` ``(B, W)`` (valid indices) -> ``(B, W, D)``."""
+    return states.gather(1, positions.unsqueeze(-1).expand(-1, -1, states.size(-1)))
+
+
+def word_end_positions(starts: Tensor, token_mask: Tensor) -> Tensor:
+    """Position of each word's last subword, ``(B, W)``, from the positions of the words' first
+    subwords ``starts`` ``(B, W)`` (LABEL_PAD after each row's kept words) in
+    ``<s> subwords </s>`` with ``token_mask`` ``(B, S)``: the position before the next word's
+    start, and for a row's last kept word the position before ``</s>`` (so a word cut by
+    truncation ends at the last kept subword). Padding words get position 0."""
+    kept = starts != LABEL_PAD
+    next_starts = torch.cat([starts[:, 1:], torch.full_like(starts[:, :1], LABEL_PAD)], dim=1)
+    before_eos = (token_mask.sum(1, keepdim=True) - 2).expand_as(starts)
+    ends = torch.where(next_starts != LABEL_PAD, next_starts - 1, before_eos)
+    # a word without subwords shares the previous word's start; never end before the start
+    return torch.where(kept, torch.maximum(ends, starts), torch.zeros_like(starts))
