@@ -20,7 +20,8 @@ pytestmark = pytest.mark.usefixtures("single_thread")
 TASKS_DIR = Path(__file__).resolve().parents[1] / "tasks"
 ENCODER_HEAD_CASES = [
     ("classification", ()),
-    ("ner", ("--model.crf", "true")),
+    # the preset's word features: each word's first and last subword states
+    ("ner", ("--model.crf", "true", "--model.word_states", "first_last")),
     # the same graph as with a CRF, less its potentials (about 15 s of exports)
     pytest.param("ner", (), marks=pytest.mark.slow),
     ("qa", ()),
