@@ -112,7 +112,7 @@ class BaseModule(pl.LightningModule):
         step, which only matters with an fp16 gradient scaler (then the optimizer is not fused)."""
         plugin = self.trainer.precision_plugin
         fused = getattr(optimizer, "_step_supports_amp_scaling", False)
-        if gradient_clip_val and fused and isinstance(plugin, MixedPrecision) and plugin.scaler is None:
+        if gradient_clip_val and fused and isinstance(plugin, MixedPrecision) and self._gradient_scaler() is None:
             # the gradients are not scaled: the base plugin's clipping is exact
             Precision.clip_gradients(plugin, optimizer, gradient_clip_val, GradClipAlgorithmType(gradient_clip_algorithm or "norm"))
             return

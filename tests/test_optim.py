@@ -32,18 +32,19 @@ def _model() -> torch.nn.Module:
                          ffn_dim=32, dropout=0.0)
 
 
+def _decay_groups(model: torch.nn.Module) -> list:
+    return [{"params": [p for p in model.parameters() if p.ndim > 1], "weight_decay": 0.1},
+            {"params": [p for p in model.parameters() if p.ndim <= 1], "weight_decay": 0.0}]
+
+
 @pytest.mark.skipif(not fused_adamw_supported([torch.zeros(1)]), reason="this torch has no fused AdamW on the CPU")
 def test_fused_adamw_on_the_cpu_updates_as_the_default_implementation():
     # in float64: in float32 the two differ by rounding, which Adam amplifies up to the learning
     # rate on weights whose gradients are near eps (0.7% of them by 5e-3 after 5 steps here)
     fused_model, loop_model = _model().double(), _model().double()
-    groups = [{"params": [p for p in fused_model.parameters() if p.ndim > 1], "weight_decay": 0.1},
-              {"params": [p for p in fused_model.parameters() if p.ndim <= 1], "weight_decay": 0.0}]
-    fused = adamw(groups, lr=1e-2, betas=(0.9, 0.98))
+    fused = adamw(_decay_groups(fused_model), lr=1e-2, betas=(0.9, 0.98))
     assert fused.defaults["fused"]
-    loop = torch.optim.AdamW([{"params": [p for p in loop_model.parameters() if p.ndim > 1], "weight_decay": 0.1},
-                              {"params": [p for p in loop_model.parameters() if p.ndim <= 1], "weight_decay": 0.0}],
-                             lr=1e-2, betas=(0.9, 0.98), foreach=False)
+    loop = torch.optim.AdamW(_decay_groups(loop_model), lr=1e-2, betas=(0.9, 0.98), foreach=False)
     start = torch.cat([p.detach().flatten() for p in _model().double().parameters()])
     after_fused, after_loop = _train(fused_model, fused), _train(loop_model, loop)
     assert (after_fused - start).abs().max() > 1e-3  # the weights moved
