@@ -86,6 +86,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from s2s_tasks.nn.packed_linear import packed_projections
 from s2s_tasks.nn.types import Cache, EncoderOutput, reorder_cache
 
 __all__ = [
@@ -335,6 +336,7 @@ def _empty_output(batch: int, n_best: int, device: torch.device) -> GenerationOu
 # --------------------------------------------------------------------------------------------
 
 
+@packed_projections()  # the vocabulary projection packed once per search (nn/packed_linear.py)
 def _sequential_search(
     decoder: Any,
     enc_out: EncoderOutput,
@@ -545,6 +547,7 @@ def sample(
 
 
 @torch.no_grad()
+@packed_projections()
 def beam_search(
     decoder: Any,
     enc_out: EncoderOutput,

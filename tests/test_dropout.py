@@ -61,3 +61,27 @@ def test_keep_scale_is_the_complement_of_the_drop_mask_in_the_input_dtype(dtype)
     y.backward(torch.ones_like(y))
     assert y.dtype == dtype and x.grad.dtype == dtype
     assert torch.equal(y, x.detach() * expected) and torch.equal(x.grad, expected)
+
+
+
+def test_under_torch_compile_the_compiler_draws_the_mask():
+    """Compiled, dropout is ``F.dropout``: inductor fuses the mask into one kernel, and our int16
+    view of int64 draws broke AOT autograd's replay of aliased outputs ("setStorage: ... out of
+    bounds", torch 2.13) on a Transformer encoder. A compiled forward and backward drop about
+    ``p`` of the elements, scale the rest, and route gradients through the same mask."""
+    from s2s_tasks.nn.encoders import TransformerEncoder
+
+    torch.manual_seed(0)
+    encoder = TransformerEncoder(50, 16, 2, 32, 1, dropout=0.1).train()
+    src = torch.randint(4, 50, (2, 5))
+    states = torch.compile(lambda s, m: encoder(s, m).states, backend="aot_eager")(src, src != 0)
+    states.sum().backward()
+    assert encoder.embed.token.weight.grad is not None
+
+    x = torch.ones(64, 64, requires_grad=True)
+    out = torch.compile(lambda t: dropout(t, 0.25, True) * 3.0, backend="aot_eager")(x)
+    out.sum().backward()
+    kept = out != 0
+    assert 0.2 < 1 - kept.float().mean().item() < 0.3
+    torch.testing.assert_close(out[kept], torch.full_like(out[kept], 3.0 / 0.75))
+    torch.testing.assert_close(x.grad, kept.float() * 3.0 / 0.75)

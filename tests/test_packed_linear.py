@@ -14,7 +14,8 @@ from torch import nn
 
 from s2s_tasks.nn import EncoderOutput, TransformerDecoder
 from s2s_tasks.nn import packed_linear
-from s2s_tasks.nn.packed_linear import inference_linear
+from s2s_tasks.generation import greedy_search
+from s2s_tasks.nn.packed_linear import inference_linear, packed_projections
 from s2s_tasks.nn.types import reorder_kv_buffers
 
 pytestmark = pytest.mark.usefixtures("single_thread")
@@ -28,10 +29,33 @@ def test_packed_projection_equals_the_layer(bias):
     torch.manual_seed(0)
     layer = nn.Linear(32, 300, bias=bias)
     x = torch.randn(5, 2, 32)
-    with torch.no_grad():
+    with torch.no_grad(), packed_projections():
         for inputs in (x, x[:, :1], x.reshape(10, 32), x.transpose(0, 1)):  # 3-D, a non-contiguous slice, 2-D
             torch.testing.assert_close(inference_linear(layer, inputs), layer(inputs), atol=1e-5, rtol=1e-5)
-    assert layer in packed_linear._PACKED  # the packed path ran (not the fallback)
+        assert layer in packed_linear._PACKED  # the packed path ran (not the fallback)
+
+
+@needs_onednn
+def test_packing_only_inside_a_scope_and_reused_by_the_next_while_the_weights_stay():
+    layer = nn.Linear(8, 20)
+    x = torch.randn(2, 8)
+    with torch.no_grad():
+        torch.testing.assert_close(inference_linear(layer, x), layer(x))
+        assert layer not in packed_linear._PACKED  # outside any search: the layer itself
+        with packed_projections():
+            with packed_projections():  # scopes nest
+                inference_linear(layer, x)
+            first = packed_linear._PACKED[layer].packed
+        assert packed_linear._OPEN_SCOPES == 0
+        with packed_projections():  # the next search: unchanged weights, the same packing
+            torch.testing.assert_close(inference_linear(layer, x), layer(x), atol=1e-5, rtol=1e-5)
+            assert packed_linear._PACKED[layer].packed is first
+        for value in (layer.weight, layer.bias):  # no version counter moves
+            value.data.copy_(torch.randn_like(value))
+            with packed_projections():
+                torch.testing.assert_close(inference_linear(layer, x), layer(x), atol=1e-5, rtol=1e-5)
+                assert packed_linear._PACKED[layer].packed is not first
+                first = packed_linear._PACKED[layer].packed
 
 
 @needs_onednn
@@ -41,12 +65,15 @@ def test_packed_projection_follows_weight_updates():
     optimizer = torch.optim.SGD(layer.parameters(), lr=1.0)
     x = torch.randn(4, 16)
     for _ in range(3):
-        with torch.no_grad():
+        with torch.no_grad(), packed_projections():
             torch.testing.assert_close(inference_linear(layer, x), layer(x), atol=1e-5, rtol=1e-5)
+            assert layer in packed_linear._PACKED
         optimizer.zero_grad()
         layer(x).pow(2).sum().backward()
-        optimizer.step()  # in place: the cached packing is stale now
-    with torch.no_grad():
+        optimizer.step()
+    with torch.no_grad(), packed_projections():
+        inference_linear(layer, x)
+        # within one scope, in-place changes that move the version counter repack
         layer.weight.copy_(torch.randn_like(layer.weight))
         torch.testing.assert_close(inference_linear(layer, x), layer(x), atol=1e-5, rtol=1e-5)
         layer.bias = nn.Parameter(torch.randn(50))  # a new tensor altogether
@@ -87,15 +114,35 @@ def test_plain_layer_where_packing_does_not_apply():
 @needs_onednn
 def test_packed_projection_never_reaches_copies_or_pickles():
     layer = nn.Linear(8, 20)
-    with torch.no_grad():
+    with torch.no_grad(), packed_projections():
         inference_linear(layer, torch.randn(2, 8))
-    copy.deepcopy(layer)
-    torch.save(layer, io.BytesIO())  # an opaque oneDNN tensor on the module could not be pickled
-    assert layer in packed_linear._PACKED
-    entries, alive = len(packed_linear._PACKED), weakref.ref(layer)
-    del layer
-    gc.collect()
-    assert alive() is None and len(packed_linear._PACKED) <= entries - 1  # the cache keeps no module alive
+        copy.deepcopy(layer)
+        torch.save(layer, io.BytesIO())  # an opaque oneDNN tensor on the module could not be pickled
+        assert layer in packed_linear._PACKED
+        entries, alive = len(packed_linear._PACKED), weakref.ref(layer)
+        del layer
+        gc.collect()
+        assert alive() is None and len(packed_linear._PACKED) <= entries - 1  # the cache keeps no module alive
+
+
+@needs_onednn
+def test_each_search_decodes_with_the_weights_it_finds():
+    """Weights changed between two searches without moving their version counters (as Lightning's
+    weight-averaging callbacks swap averaged weights in with ``param.data.copy_``) are the ones
+    the second search uses: it decodes exactly as a copy of the decoder that never packed."""
+    torch.manual_seed(0)
+    decoder = TransformerDecoder(30, 16, 4, 32, 1, dropout=0.0).eval()
+    enc_out = EncoderOutput(states=torch.randn(3, 5, 16), mask=torch.ones(3, 5, dtype=torch.bool))
+    kwargs = dict(bos_id=1, eos_id=2, max_lengths=6)
+    first = greedy_search(decoder, enc_out, **kwargs)
+    version = decoder.output_projection.weight._version
+    for p in decoder.output_projection.parameters():
+        p.data.copy_(torch.randn_like(p) * 3)
+    assert decoder.output_projection.weight._version == version  # what the version key cannot see
+    fresh = copy.deepcopy(decoder)  # its own weights, which no search has packed
+    second, expected = greedy_search(decoder, enc_out, **kwargs), greedy_search(fresh, enc_out, **kwargs)
+    assert second.tokens == expected.tokens and second.tokens != first.tokens
+    torch.testing.assert_close(second.scores, expected.scores)
 
 
 def test_reorder_copies_filled_positions_into_spare_buffers():

@@ -87,7 +87,9 @@ def dropout(x: Tensor, p: float, training: bool = True) -> Tensor:
     """Same contract as ``F.dropout`` (inverted dropout: survivors scaled by ``1 / (1 - p)``)."""
     if not training or p == 0.0:
         return x
-    if x.device.type != "cpu" or p >= 1.0 or not x.is_floating_point():
+    # Under torch.compile, inductor draws and applies the mask in one fused kernel of its own; our
+    # int16 view of int64 draws also breaks AOT autograd's replay of aliased outputs (torch 2.13).
+    if x.device.type != "cpu" or p >= 1.0 or not x.is_floating_point() or torch.compiler.is_compiling():
         return F.dropout(x, p, training)
     if x.dtype in _HALF_TYPES:
         return _Scale.apply(x, keep_scale(x.shape, p, x.dtype, x.device))
