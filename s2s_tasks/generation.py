@@ -336,7 +336,7 @@ def _empty_output(batch: int, n_best: int, device: torch.device) -> GenerationOu
 # --------------------------------------------------------------------------------------------
 
 
-@packed_projections()  # the vocabulary projection packed once per search (nn/packed_linear.py)
+@packed_projections()  # the packed vocabulary projection, checked against the weights once per search
 def _sequential_search(
     decoder: Any,
     enc_out: EncoderOutput,

@@ -63,7 +63,6 @@ def test_keep_scale_is_the_complement_of_the_drop_mask_in_the_input_dtype(dtype)
     assert torch.equal(y, x.detach() * expected) and torch.equal(x.grad, expected)
 
 
-
 def test_under_torch_compile_the_compiler_draws_the_mask():
     """Compiled, dropout is ``F.dropout``: inductor fuses the mask into one kernel, and our int16
     view of int64 draws broke AOT autograd's replay of aliased outputs ("setStorage: ... out of

@@ -8,7 +8,8 @@ AVX2; a micro-benchmark while building this, not kept). On whole decodes, measur
 and off in ``python benchmarks/decode_paths.py``: greedy 1.18x, beam 4 1.08x (Transformer) on an
 AVX2 CPU, 0.95-1.03x on an AVX-512 one (MKL's own product is efficient there). This is
 the same primitive ``torch.compile`` uses for frozen CPU linears (``mkldnn._linear_pointwise``),
-called directly because compiling does not pay on the CPUs we target (see the README).
+called directly because compiling pays only for long decoding jobs on the CPUs we target (greedy
+1.36x after 74 s of compiling; ``benchmarks/compile.py`` and the README).
 
 Packing happens only inside :func:`packed_projections`, which every search of
 :mod:`s2s_tasks.generation` enters. The packed copy is kept (in a weak dictionary beside the
@@ -22,8 +23,9 @@ one matrix-vector product: a fraction of a millisecond) and the bias with those 
 copy; within a search the pointers and version counters suffice. Re-packing every search
 instead would cost a reorder of the matrix per search, which a server would pay per request: 1.3
 ms at V 8,000, D 256 and 27 ms at 32,000 x 512, against 0.26 and 2.3 ms for the fingerprint (2
-threads, AVX-512; a measurement while building this, not kept). A change that moves no row's product with the random vector beyond rounding is not
-seen: one that alters the weights by about their rounding error.
+threads, AVX-512; a measurement while building this, not kept). A change that moves no row's
+product with the random vector beyond rounding is not seen: one that alters the weights by about
+their rounding error.
 
 Used only where it is exactly a linear layer's job and safe: float32 CPU tensors, no autograd,
 no autocast, not while tracing, scripting or exporting (ONNX and TorchScript see the plain
@@ -35,7 +37,7 @@ from __future__ import annotations
 import contextlib
 import threading
 import weakref
-from typing import Iterator, NamedTuple, Optional, Tuple
+from typing import Dict, Iterator, NamedTuple, Optional, Tuple
 
 import torch
 from torch import Tensor, nn
@@ -59,7 +61,7 @@ _PACKED: "weakref.WeakKeyDictionary[nn.Linear, _Packed]" = weakref.WeakKeyDictio
 _OPEN_SCOPES = 0
 _SEARCH = 0
 _SCOPE_LOCK = threading.Lock()
-_PROBES: dict = {}
+_PROBES: Dict[int, Tensor] = {}  # in_features -> the fixed random vector of the fingerprints
 
 
 @contextlib.contextmanager
