@@ -41,7 +41,6 @@ sys.path.insert(0, str(HERE))
 import speed  # noqa: E402
 from common import write_json  # noqa: E402
 
-from s2s_tasks.generation import GenerationConfig, generate  # noqa: E402
 
 
 def _train_step(adapter: Any, loss_fn: Callable[..., torch.Tensor], batch: Dict[str, torch.Tensor], bf16: bool) -> float:
@@ -58,14 +57,10 @@ def _decode(adapter: Any, step: Callable[..., Any], batch: Dict[str, torch.Tenso
     model = adapter.model.eval()
     model.decoder.step = step  # an instance attribute shadows the method for this call
     try:
-        config = GenerationConfig(strategy="beam" if beam > 1 else "greedy", beam_size=beam, max_length=new_tokens - 1,
-                                  min_length=new_tokens - 1, length_penalty=1.0)
         with torch.no_grad():
-            out = generate(model.decoder, model.encode(batch["src"], batch["mask"]), bos_id=speed.BOS, eos_id=speed.EOS,
-                           config=config)
+            return adapter.generate(batch["src"], batch["mask"], beam, new_tokens)
     finally:
         del model.decoder.step
-    return [h[0] for h in out.tokens]
 
 
 def main() -> None:

@@ -297,7 +297,8 @@ class OursAdapter:
         logits``, from the logits as HF's side does."""
         return ours_loss(self.model, self.a, src, mask, tgt_in, tgt_out)
 
-    def generate(self, src: torch.Tensor, mask: torch.Tensor, beam: int, new_tokens: int) -> None:
+    def generate(self, src: torch.Tensor, mask: torch.Tensor, beam: int, new_tokens: int) -> List[List[int]]:
+        """The best hypothesis of each row (token ids)."""
         # EOS is banned for new_tokens - 1 tokens and forced as the new_tokens-th: new_tokens steps.
         config = GenerationConfig(
             strategy="beam" if beam > 1 else "greedy", beam_size=beam, max_length=new_tokens - 1,
@@ -306,6 +307,7 @@ class OursAdapter:
         enc_out = self.model.encode(src, mask)
         out = generate(self.model.decoder, enc_out, bos_id=BOS, eos_id=EOS, config=config)
         assert all(len(h[0]) == new_tokens - 1 for h in out.tokens)
+        return [h[0] for h in out.tokens]
 
 
 class HFAdapter:
