@@ -236,10 +236,10 @@ def _export_onnx(graph: nn.Module, inputs: Tuple[Tensor, ...], path: Path) -> No
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         if any(isinstance(m, nn.RNNBase) for m in graph.modules()):
-            # LSTM/GRU graphs take the TorchScript-based exporter: torch.export cannot trace packed
-            # sequences (pack_padded_sequence keeps padding out of the RNN encoder's recurrence),
-            # and in torch 2.13 its ONNX translation of an LSTM step fails; the TorchScript-based
-            # exporter maps both to ONNX's LSTM/GRU operators
+            # LSTM/GRU graphs take the TorchScript-based exporter: in torch 2.13 the torch.export
+            # one's ONNX translation of an LSTM step fails (and it cannot trace packed sequences,
+            # which run_masked uses on CUDA); the TorchScript-based exporter maps the encoder's
+            # per-direction runs and the decoder's cells to ONNX's LSTM/GRU operators
             dynamic_axes = {name: {i: axis for i, axis in enumerate(_axes(name)) if axis is not None}
                             for name in [*names, *graph.output_names]}
             torch.onnx.export(graph, inputs, str(path), dynamo=False, input_names=names, output_names=list(graph.output_names),

@@ -237,11 +237,11 @@ def test_attention_flow_reads_only_the_question_and_context_it_is_given():
     assert out[0, 5, 8:16].norm() <= states[0, 1:4].norm(dim=-1).max() + 1e-5
 
 
-def test_packed_rnn_outputs_do_not_depend_on_padding():
-    from s2s_tasks.nn.attention_flow import PackedRNN
+def test_masked_lstm_outputs_do_not_depend_on_padding():
+    from s2s_tasks.nn.attention_flow import MaskedLSTM
 
     torch.manual_seed(0)
-    rnn = PackedRNN(6, 8, num_layers=2)
+    rnn = MaskedLSTM(6, 8, num_layers=2)
     features = torch.randn(1, 5, 6)
     mask = torch.tensor([[True, True, True, False, False]])
     padded = features.clone()
@@ -251,4 +251,4 @@ def test_packed_rnn_outputs_do_not_depend_on_padding():
     assert torch.allclose(rnn(padded, mask)[:, :3], short, atol=1e-6)
     assert torch.equal(rnn(padded, mask)[:, 3:], torch.zeros(1, 2, 8))
     with pytest.raises(ValueError, match="even hidden size"):
-        PackedRNN(6, 7)
+        MaskedLSTM(6, 7)

@@ -3,7 +3,7 @@ for extractive reading comprehension.
 
 * :class:`AttentionFlow` -- the attention flow layer: trilinear similarity, context-to-question
   and question-to-context attention, and the query-aware vectors ``G``.
-* :class:`PackedRNN` -- a (bidirectional) LSTM over feature vectors that never reads padding,
+* :class:`MaskedLSTM` -- a (bidirectional) LSTM over feature vectors that never reads padding,
   for BiDAF's modeling and output layers.
 
 Shapes: ``B`` batch, ``S`` sequence length (question and context positions of one joint
@@ -16,7 +16,7 @@ import torch
 from torch import Tensor, nn
 
 from .attention import masked_softmax
-from .encoders import run_packed
+from .masked_rnn import run_masked
 
 
 class AttentionFlow(nn.Module):
@@ -60,7 +60,7 @@ class AttentionFlow(nn.Module):
         return torch.cat([states, attended_question, states * attended_question, states * attended_context], dim=-1)
 
 
-class PackedRNN(nn.Module):
+class MaskedLSTM(nn.Module):
     """A (bidirectional) LSTM over feature vectors ``(B, S, input_size)`` -> ``(B, S, hidden_size)``
     that reads only the first ``mask.sum(1)`` positions of each row (zeros after them), so a
     row's outputs do not depend on how far it was padded. ``hidden_size`` counts both directions."""
@@ -74,4 +74,4 @@ class PackedRNN(nn.Module):
                            bidirectional=bidirectional, dropout=dropout if num_layers > 1 else 0.0)
 
     def forward(self, features: Tensor, mask: Tensor) -> Tensor:
-        return run_packed(self.rnn, features, mask)[0]
+        return run_masked(self.rnn, features, mask)[0]

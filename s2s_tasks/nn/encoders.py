@@ -1,6 +1,6 @@
 """Encoders: token ids -> :class:`~s2s_tasks.nn.types.EncoderOutput`.
 
-* :class:`RNNEncoder` -- (bidirectional) LSTM/GRU over packed sequences.
+* :class:`RNNEncoder` -- (bidirectional) LSTM/GRU that never reads padding.
 * :class:`TransformerEncoder` -- pre-LayerNorm Transformer (Vaswani et al., 2017; Xiong et al., 2020).
 
 Shapes: ``B`` batch, ``S`` source length, ``D`` output size. Masks are bool, ``True`` = real token.
@@ -8,30 +8,18 @@ Shapes: ``B`` batch, ``S`` source length, ``D`` output size. Masks are bool, ``T
 
 from __future__ import annotations
 
-from typing import Any, Dict, Tuple, Type
+from typing import Dict, Type
 
 from torch import Tensor, nn
-from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from .attention import MultiHeadAttention
 from .dropout import Dropout
 from .embedding import Embeddings
+from .masked_rnn import run_masked
 from .types import EncoderOutput
 
 RNN_CELLS: Dict[str, Type[nn.RNNBase]] = {"lstm": nn.LSTM, "gru": nn.GRU}
 ACTIVATIONS: Dict[str, Type[nn.Module]] = {"relu": nn.ReLU, "gelu": nn.GELU}
-
-
-def run_packed(rnn: nn.RNNBase, inputs: Tensor, mask: Tensor) -> Tuple[Tensor, Any]:
-    """Run a batch-first ``rnn`` over ``inputs (B, S, F)`` reading only the first ``mask.sum(1)``
-    positions of each row -> ``(outputs (B, S, H), final hidden state)``; outputs are zero after
-    each row's length, so a row's result does not depend on how far it was padded."""
-    # pack_padded_sequence rejects zero lengths; an empty row reads its first (pad) position.
-    lengths = mask.sum(dim=1).clamp(min=1).cpu()
-    packed = pack_padded_sequence(inputs, lengths, batch_first=True, enforce_sorted=False)
-    packed_out, hidden = rnn(packed)
-    outputs, _ = pad_packed_sequence(packed_out, batch_first=True, total_length=inputs.size(1))
-    return outputs, hidden
 
 
 def rnn_class(cell: str) -> Type[nn.RNNBase]:
@@ -62,7 +50,7 @@ class RNNEncoder(Encoder):
     ``h_j = [h_j^forward; h_j^backward]``).
 
     When bidirectional each direction has ``hidden_size // 2`` units, so states are
-    ``(B, S, hidden_size)`` either way. Padding never enters the recurrence (packed sequences),
+    ``(B, S, hidden_size)`` either way. Padding never enters the recurrence (:func:`~s2s_tasks.nn.masked_rnn.run_masked`),
     so an example's states do not depend on how far it was padded.
     ``final_state`` is the last layer's final hidden state of both directions, concatenated
     (``h`` for an LSTM, not ``c``): ``(B, hidden_size)``.
@@ -104,9 +92,7 @@ class RNNEncoder(Encoder):
     def forward(self, src_ids: Tensor, src_mask: Tensor) -> EncoderOutput:
         """``src_ids (B, S)``, ``src_mask (B, S)`` -> states ``(B, S, hidden_size)``, final ``(B, hidden_size)``."""
         batch_size = src_ids.size(0)
-        states, hidden = run_packed(self.rnn, self.embed(src_ids), src_mask)
-        if isinstance(hidden, tuple):  # LSTM: (h, c)
-            hidden = hidden[0]
+        states, hidden = run_masked(self.rnn, self.embed(src_ids), src_mask)
         # (layers * directions, B, H/dirs) -> last layer -> (B, directions * H/dirs)
         last = hidden.view(self.num_layers, self.num_directions, batch_size, -1)[-1]
         final_state = last.transpose(0, 1).reshape(batch_size, self.hidden_size)

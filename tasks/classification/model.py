@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from s2s_tasks.metrics import classification_scores, multilabel_scores
+from s2s_tasks.nn.dropout import Dropout
 from s2s_tasks.nn.pooling import SequencePooling
 from s2s_tasks.structured_module import StructuredModule
 
@@ -66,7 +67,7 @@ class ClassificationModule(StructuredModule):
             raise ValueError(f"model.class_weights has {len(weights)} weights but there are {num_labels} labels")
         head = nn.ModuleDict({
             "pool": SequencePooling(self.hparams.pooling, input_size),
-            "dropout": nn.Dropout(self.hparams.head_dropout),
+            "dropout": Dropout(self.hparams.head_dropout),
             "out": nn.Linear(input_size, num_labels),
         })
         initial = torch.tensor(weights, dtype=torch.float) if isinstance(weights, list) else torch.ones(num_labels)

@@ -12,6 +12,7 @@ from torch import Tensor, nn
 from s2s_tasks.data.datamodule import LABEL_PAD
 from s2s_tasks.metrics import entity_scores
 from s2s_tasks.nn.crf import LinearChainCRF, bio_allowed_transitions
+from s2s_tasks.nn.dropout import Dropout
 from s2s_tasks.structured_module import StructuredModule
 
 from .format import parse_entities, spans_to_tags, tags_to_spans
@@ -75,7 +76,7 @@ class NERModule(StructuredModule):
                 f"got {num_labels}; check the tags column (data.tags_column) or data.labels"
             )
         features = input_size * WORD_STATES[self.hparams.word_states]
-        head = nn.ModuleDict({"dropout": nn.Dropout(self.hparams.head_dropout), "out": nn.Linear(features, num_labels)})
+        head = nn.ModuleDict({"dropout": Dropout(self.hparams.head_dropout), "out": nn.Linear(features, num_labels)})
         if self.hparams.crf:
             head["crf"] = LinearChainCRF(num_labels)  # the BIO constraints are set with the tag names
         return head

@@ -9,7 +9,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from s2s_tasks.metrics import squad_scores
-from s2s_tasks.nn.attention_flow import AttentionFlow, PackedRNN
+from s2s_tasks.nn.attention_flow import AttentionFlow, MaskedLSTM
+from s2s_tasks.nn.dropout import Dropout
 from s2s_tasks.structured_module import StructuredModule
 
 
@@ -126,7 +127,7 @@ class QAModule(StructuredModule):
 
     # ----------------------------------------------------------------------------- encoder head
     def build_head(self, input_size: int) -> nn.Module:
-        dropout = nn.Dropout(self.hparams.head_dropout)
+        dropout = Dropout(self.hparams.head_dropout)
         if self.hparams.reader == "pointer":
             return nn.Sequential(dropout, nn.Linear(input_size, 2))
         flow = AttentionFlow(input_size)
@@ -134,8 +135,8 @@ class QAModule(StructuredModule):
             "dropout": dropout,
             "flow": flow,
             # + 1: the exact-match feature of each context token
-            "modeling": PackedRNN(flow.output_size + 1, input_size, num_layers=self.hparams.reader_layers, dropout=self.hparams.head_dropout),
-            "end_rnn": PackedRNN(input_size, input_size),
+            "modeling": MaskedLSTM(flow.output_size + 1, input_size, num_layers=self.hparams.reader_layers, dropout=self.hparams.head_dropout),
+            "end_rnn": MaskedLSTM(input_size, input_size),
             "start": nn.Linear(flow.output_size + input_size, 1),
             "end": nn.Linear(flow.output_size + input_size, 1),
         })

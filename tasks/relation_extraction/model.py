@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from s2s_tasks.metrics import relation_scores
+from s2s_tasks.nn.dropout import Dropout
 from s2s_tasks.nn.pooling import POOLINGS, SequencePooling
 from s2s_tasks.nn.types import EncoderOutput
 from s2s_tasks.structured_module import StructuredModule
@@ -36,7 +37,7 @@ class EntityStartHead(nn.Module):
         super().__init__()
         self.pool = None if pooling == "none" else SequencePooling(pooling, size)
         features = size * (2 if self.pool is None else 3)
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
         self.hidden = nn.Linear(features, hidden_size) if hidden_size > 0 else None
         self.out = nn.Linear(hidden_size if hidden_size > 0 else features, num_labels)
 
