@@ -42,7 +42,6 @@ import speed  # noqa: E402
 from common import write_json  # noqa: E402
 
 
-
 def _train_step(adapter: Any, loss_fn: Callable[..., torch.Tensor], batch: Dict[str, torch.Tensor], bf16: bool) -> float:
     adapter.model.train()
     with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):

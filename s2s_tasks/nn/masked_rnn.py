@@ -4,8 +4,8 @@
 ``mask.sum(1)`` positions, in both directions), but on the CPU through torch's kernels for padded
 ``(B, S, F)`` input: oneDNN's LSTM (forward and backward), and a GRU path faster than the packed
 one. A ``PackedSequence`` runs one cell at a time, and its backward allocates and adds a
-zero-filled gradient for every gate slice of every time step (40% of a profiled QA training
-step). Forward and backward of one bidirectional layer over a QA ``--preset real`` batch
+zero-filled gradient for every gate slice of every time step (40% of a QA training step in a
+profile taken while building this, not kept). Forward and backward of one bidirectional layer over a QA ``--preset real`` batch
 (``(35, 231, 256)`` input, 2x128 units, 40% padding, which this path reads and packing skips),
 2 threads of an AVX-512 CPU: LSTM 597 ms packed against 169 ms here (3.5x; 4.9x under bf16
 autocast), GRU 535 against 245 ms (2.2x) (``python benchmarks/masked_rnn.py``). An epoch of the
