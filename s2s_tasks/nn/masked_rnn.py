@@ -16,19 +16,30 @@ while building, not kept).
 How padding is kept out: the forward direction reads the padded rows as they are (a right pad
 comes after everything a real position has read), and the backward direction reads each row
 reversed within its own length, ``x[len-1], ..., x[0]``, then pads, and its outputs are flipped
-back the same way. Outputs after a row's length are zero. On CUDA, where cuDNN runs packed
-sequences natively, the packed path is kept.
+back the same way. Outputs after a row's length are zero.
+
+On CUDA this path is the default too: on an H200 (torch 2.11, cuDNN) the same layer at the same
+shape took 4.0-4.5 ms against 24.6-26.4 ms packed, 5.6-6.3x for LSTM and GRU in float32 and
+bf16 autocast (``python benchmarks/masked_rnn.py --device cuda``; packing sorts the rows and
+copies the lengths to the host every call). The packed path stays available as ``packed=True``.
 """
 
 from __future__ import annotations
 
-from typing import List, Optional, Tuple
+import warnings
+from typing import List, Tuple
 
 import torch
 from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from .dropout import dropout
+
+# cuDNN warns on every call that one direction's weights of one layer are not the module's single
+# flat buffer (it compacts them, a copy of one layer's weights); that copy is inside the measured
+# 4 ms above. Scoped to warnings raised from this module: users' own RNNs still warn.
+warnings.filterwarnings("ignore", message="RNN module weights are not part of single contiguous chunk of memory",
+                        category=UserWarning, module=__name__)
 
 
 def reverse_within_length(lengths: Tensor, length: int) -> Tensor:
@@ -62,21 +73,19 @@ def _run_packed(rnn: nn.RNNBase, inputs: Tensor, lengths: Tensor) -> Tuple[Tenso
     return outputs, hidden[0] if isinstance(hidden, tuple) else hidden
 
 
-def run_masked(rnn: nn.RNNBase, inputs: Tensor, mask: Tensor, packed: Optional[bool] = None) -> Tuple[Tensor, Tensor]:
+def run_masked(rnn: nn.RNNBase, inputs: Tensor, mask: Tensor, packed: bool = False) -> Tuple[Tensor, Tensor]:
     """Run a batch-first ``rnn`` (``nn.LSTM`` or ``nn.GRU``, any layers, one or two directions)
     over ``inputs (B, S, F)``, reading only the first ``mask.sum(1)`` positions of each row.
 
     Returns ``outputs (B, S, directions * H)``, zero after each row's length, and the final
     hidden states ``h_n (layers * directions, B, H)`` as ``nn.LSTM`` orders them (``h`` only for
     an LSTM: nothing here uses the cell state). A row of length 0 reads its first position, as
-    ``pack_padded_sequence`` (which rejects length 0) would need. ``packed`` (default: on CUDA)
-    runs ``PackedSequence`` instead, with the same results.
+    ``pack_padded_sequence`` (which rejects length 0) would need. ``packed=True`` runs
+    ``PackedSequence`` instead, with the same results (slower on the CPU and on CUDA, above).
     """
     if getattr(rnn, "proj_size", 0):
         raise ValueError("run_masked does not support an LSTM with proj_size")
     lengths = mask.sum(dim=1).clamp(min=1)
-    if packed is None:
-        packed = inputs.is_cuda
     if packed:
         outputs, final = _run_packed(rnn, inputs, lengths)
         return outputs.masked_fill(~mask[:, :, None], 0.0), final
