@@ -70,8 +70,9 @@ def main() -> None:
             key = f"{cell.__name__} {precision}"
             results[key] = {"median_ms": med, "ratio": med["packed"] / med["ours"], "max_abs_diff_float32": diff}
             print(f"{key:<16}{med['packed']:>12.1f}{med['ours']:>12.1f}{results[key]['ratio']:>14.2f}x{diff:>12.1e}")
-    write_json(args.json, {"args": vars(args), "torch": torch.__version__,
-                            "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu", "padding_share": padding, "results": results})
+    device_name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
+    write_json(args.json, {"args": vars(args), "torch": torch.__version__, "device": device_name,
+                           "padding_share": padding, "results": results})
 
 
 if __name__ == "__main__":
