@@ -98,11 +98,26 @@ def _task_origin(argv: Sequence[str]) -> str:
     return f"checkpoint {_ckpt_path_arg(argv)}"
 
 
-def _deep_merge(base: dict, over: dict) -> dict:
-    """``over`` laid over ``base``: mappings merge key by key, anything else is replaced."""
+def _deep_merge(base: dict, over: dict, where: str = "") -> dict:
+    """``over`` laid over ``base``: mappings merge key by key, anything else is replaced, except that
+    a key written ``name+`` appends its list to ``base``'s list ``name`` (jsonargparse's own append
+    syntax in config files, ``--trainer.callbacks+=...`` on the command line), so a preset can add
+    a callback without repeating the default config's."""
     merged = dict(base)
     for key, value in over.items():
-        merged[key] = _deep_merge(merged[key], value) if isinstance(value, dict) and isinstance(merged.get(key), dict) else value
+        if isinstance(key, str) and key.endswith("+"):
+            name = key[:-1]
+            if not isinstance(value, list):
+                value = [value]
+            if name in merged and not isinstance(merged[name], list):
+                raise ValueError(f"{where}{key}: appends to a list, but {where}{name} is {merged[name]!r}; "
+                                 f"write {name}: (without +) to replace it")
+            merged[name] = list(merged.get(name) or []) + value
+        elif isinstance(value, dict):
+            below = merged.get(key)
+            merged[key] = _deep_merge(below if isinstance(below, dict) else {}, value, f"{where}{key}.")
+        else:
+            merged[key] = value
     return merged
 
 
@@ -132,7 +147,10 @@ def _default_config_files(argv: Sequence[str], spec) -> List[str]:
     digest = hashlib.sha256((base_text + "\0" + preset_text).encode()).hexdigest()[:16]
     merged_file = Path(tempfile.gettempdir()) / "s2s-tasks-presets" / f"{spec.name}.{name}.{digest}.yaml"
     if not merged_file.is_file():
-        merged = _deep_merge(yaml.safe_load(base_text) or {}, yaml.safe_load(preset_text) or {})
+        try:
+            merged = _deep_merge(yaml.safe_load(base_text) or {}, yaml.safe_load(preset_text) or {})
+        except ValueError as error:
+            _fail(f"--preset {name}: {path}: {error}")
         merged_file.parent.mkdir(parents=True, exist_ok=True)
         partial = merged_file.with_suffix(f".{os.getpid()}.part")
         partial.write_text(f"# {spec.config_file} with {path} merged over it (s2s-tasks --preset {name})\n"
@@ -456,6 +474,16 @@ def _build_cli_class():
                 kept = [cb for cb in callbacks if not _class_path(cb).endswith("LearningRateMonitor")]
                 if len(kept) != len(callbacks):
                     logging.getLogger("s2s_tasks.cli").info("trainer.logger is false: the LearningRateMonitor callback is left out")
+                    config.trainer.callbacks = kept
+            callbacks = config.trainer.get("callbacks")
+            if self.subcommand != "fit" and isinstance(callbacks, list):
+                # weight averaging acts in fit only: a checkpoint's state_dict already holds the
+                # averaged weights, and outside fit Lightning's callback only warns on loading one
+                kept = [cb for cb in callbacks if not _class_path(cb).endswith("WeightAveraging")]
+                if len(kept) != len(callbacks):
+                    logging.getLogger("s2s_tasks.cli").info(
+                        "%s: the weight-averaging callback is left out (it averages during fit; the "
+                        "checkpoint's weights are already the averaged ones)", self.subcommand)
                     config.trainer.callbacks = kept
 
     return S2STasksCLI

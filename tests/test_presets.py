@@ -4,7 +4,7 @@
 import pytest
 import yaml
 
-from s2s_tasks.cli import main
+from s2s_tasks.cli import _deep_merge, main
 from s2s_tasks.registry import TASKS, config_dir
 
 REAL = sorted(p.stem for p in (config_dir() / "presets" / "real").glob("*.yaml"))
@@ -33,17 +33,55 @@ def test_every_single_task_has_a_real_preset():
 def test_real_preset_overrides_the_default_and_flags_override_it(task, capsys, tmp_path):
     preset = yaml.safe_load((config_dir() / "presets" / "real" / f"{task}.yaml").read_text())
     config = _printed_config(capsys, ["fit", "--task", task, "--preset", "real"])
+    default = yaml.safe_load((config_dir() / f"{task}.yaml").read_text())
+    appended = []
     for path, value in _leaves(preset):
         node = config
+        if path[-1].endswith("+"):  # appended to the default config's list
+            appended.append((path, value))
+            continue
         for key in path:
             node = node[key]
         assert node == value, f"{task}: {'.'.join(path)}"
+    for path, value in appended:
+        node, base = config, default
+        for key in (*path[:-1], path[-1][:-1]):
+            node, base = node[key], base.get(key, {}) if isinstance(base, dict) else {}
+        assert len(node) == len(base or []) + len(value), f"{task}: {'.'.join(path)}"
+        if path[-1] == "callbacks+":
+            for printed, wanted in zip(node[len(base or []):], value):
+                assert printed["class_path"] == wanted["class_path"]
+                assert printed["init_args"].items() >= wanted.get("init_args", {}).items()
     # a flag still wins over the preset, and the default config's keys the preset leaves alone stay
     config = _printed_config(capsys, ["fit", "--task", task, "--preset", "real", "--model.dropout", "0.25"])
     assert config["model"]["dropout"] == 0.25
-    default = yaml.safe_load((config_dir() / f"{task}.yaml").read_text())
-    assert [cb["class_path"] for cb in config["trainer"]["callbacks"]] == [cb["class_path"] for cb in default["trainer"]["callbacks"]]
+    added = [cb["class_path"] for cb in preset.get("trainer", {}).get("callbacks+", [])]
+    assert [cb["class_path"] for cb in config["trainer"]["callbacks"]] == [cb["class_path"] for cb in default["trainer"]["callbacks"]] + added
     assert config["trainer"]["callbacks"][0]["init_args"]["monitor"] == default["trainer"]["callbacks"][0]["init_args"]["monitor"]
+
+
+def test_qa_preset_adds_an_ema_of_the_weights_to_the_default_callbacks(capsys):
+    config = _printed_config(capsys, ["fit", "--task", "qa", "--preset", "real"])
+    callbacks = config["trainer"]["callbacks"]
+    assert callbacks[-1]["class_path"].endswith("EMAWeightAveraging")
+    assert callbacks[-1]["init_args"]["decay"] == 0.995
+    assert sum(cb["class_path"].endswith("ModelCheckpoint") for cb in callbacks) == 3
+    # the command line still replaces the merged list
+    config = _printed_config(capsys, ["fit", "--task", "qa", "--preset", "real", "--trainer.callbacks", "[]"])
+    assert config["trainer"]["callbacks"] in ([], None)
+
+
+def test_a_plus_key_appends_to_the_default_list_and_a_plain_key_replaces_it():
+    base = {"trainer": {"callbacks": [{"class_path": "A"}], "max_epochs": 3}, "model": {"d_model": 128}}
+    merged = _deep_merge(base, {"trainer": {"callbacks+": [{"class_path": "B"}], "max_epochs": 5}})
+    assert merged == {"trainer": {"callbacks": [{"class_path": "A"}, {"class_path": "B"}], "max_epochs": 5},
+                      "model": {"d_model": 128}}
+    assert base["trainer"]["callbacks"] == [{"class_path": "A"}]  # the base is not changed
+    assert _deep_merge(base, {"trainer": {"callbacks": [{"class_path": "B"}]}})["trainer"]["callbacks"] == [{"class_path": "B"}]
+    # one item without a list, and a list the base does not have
+    assert _deep_merge({}, {"trainer": {"callbacks+": {"class_path": "B"}}}) == {"trainer": {"callbacks": [{"class_path": "B"}]}}
+    with pytest.raises(ValueError, match=r"model\.d_model\+: appends to a list, but model\.d_model is 128"):
+        _deep_merge(base, {"model": {"d_model+": [1]}})
 
 
 def test_unknown_preset_names_the_available_ones(capsys):
@@ -78,3 +116,27 @@ def test_real_preset_trains_a_step_on_the_sample(task, tmp_path):
     ])
     assert cli.model.hparams.d_model == yaml.safe_load((config_dir() / "presets" / "real" / f"{task}.yaml").read_text())["model"]["d_model"]
     assert any(k.startswith("val/") for k in cli.trainer.callback_metrics)
+
+
+def test_qa_preset_checkpoints_hold_the_averaged_weights(tmp_path):
+    """With the preset's EMAWeightAveraging, a checkpoint's state_dict is the average (what test and
+    predict load) and the raw weights travel beside it for resuming."""
+    import torch
+
+    common = ["--task", "qa", "--preset", "real", "--trainer.default_root_dir", str(tmp_path),
+              "--trainer.logger", "false", "--data.cache_dir", str(tmp_path / "cache"),
+              "--model.d_model", "32", "--model.embedding_dim", "32", "--data.tokenizer_vocab_size", "300"]
+    # validated (and checkpointed) after step 2, while training goes on
+    cli = main(["fit", *common, "--trainer.max_steps", "3", "--trainer.val_check_interval", "2",
+                "--trainer.limit_val_batches", "1"])
+    assert cli.trainer.global_step == 3
+    best = cli.trainer.checkpoint_callback.best_model_path
+    assert "step2" in best
+    checkpoint = torch.load(best, map_location="cpu", weights_only=False)
+    assert set(checkpoint["state_dict"]) == set(checkpoint["current_model_state"])
+    assert any(not torch.equal(checkpoint["state_dict"][k], checkpoint["current_model_state"][k]) for k in checkpoint["state_dict"])
+    cli = main(["test", *common, "--ckpt_path", best, "--trainer.limit_test_batches", "1"])
+    assert not any(type(cb).__name__ == "EMAWeightAveraging" for cb in cli.trainer.callbacks)  # fit only
+    loaded = cli.model.state_dict()
+    assert all(torch.equal(loaded[k], value) for k, value in checkpoint["state_dict"].items())
+    assert any(k.startswith("test/") for k in cli.trainer.callback_metrics)
