@@ -17,6 +17,16 @@ Prints a table and writes a JSON file (``--json``).
 ``../shared/data``) with ``--preset real``, each task for its time budget (``--max-time`` overrides
 it), then validates the best checkpoint once more with the task's default (test-time) decoding,
 and prints each task's metric next to the published from-scratch result it is meant to reach.
+
+``--seeds 1234,1,2`` trains the task once per seed (``--seed_everything``; ``--max-time`` is each
+run's), then validates the ensemble of the runs' best checkpoints (``--model.ensemble``: the
+members' probabilities averaged; tasks with an encoder head) with the task's default decoding:
+
+    python benchmarks/quality.py --data-dir ../shared/data --task classification --seeds 1234,1,2,3,4
+
+Each run parses its command line in this process, and jsonargparse reads the model classes'
+source to do so: code of the checkout edited during a long run (between two seeds) makes the next
+run fail with ``No action for key "model.vocab_size"``. Leave the checkout alone meanwhile.
 """
 
 from __future__ import annotations
@@ -115,11 +125,15 @@ def validate_in_new_process(cli_args: List[str]) -> Dict[str, float]:
         return json.loads(out.read_text())
 
 
+def common_args(task: str, extra: List[str], workdir: Path) -> List[str]:
+    return ["--task", task, "--trainer.default_root_dir", str(workdir), "--trainer.logger.init_args.save_dir", str(workdir / "logs"), *extra]
+
+
 def run(task: str, max_time: str, max_epochs: Optional[int], extra: List[str], workdir: Path,
         decode: Tuple[str, ...] = (), save: Callable[[Dict], None] = lambda result: None) -> Dict:
     """Validate untrained, fit, then validate the best checkpoint again. ``save(result)`` is called
     after fit and again at the end, so a failure in the last validation keeps the training's result."""
-    common = ["--task", task, "--trainer.default_root_dir", str(workdir), "--trainer.logger.init_args.save_dir", str(workdir / "logs"), *extra]
+    common = common_args(task, extra, workdir)
     untrained = validation_metrics(s2s_tasks(["validate", *common]))
     start, cpu_start = time.perf_counter(), _cpu_seconds()
     fit_args = ["fit", *common]
@@ -162,6 +176,41 @@ def run(task: str, max_time: str, max_epochs: Optional[int], extra: List[str], w
     return result
 
 
+def run_ensemble(task: str, seeds: List[str], max_time: str, max_epochs: Optional[int], extra: List[str], workdir: Path,
+                 decode: Tuple[str, ...] = (), save: Callable[[Dict], None] = lambda result: None) -> Dict:
+    """:func:`run` once per seed, then the runs' best checkpoints validated as one ensemble."""
+    runs: List[Dict] = []
+    result: Dict = {"task": task, "args": extra, "seeds": seeds, "runs": runs, "ensemble": {}}
+    for seed in seeds:
+        runs.append(run(task, max_time, max_epochs, [*extra, "--seed_everything", seed], workdir / f"seed{seed}", decode,
+                        save=lambda r: save({**result, "runs": [*runs, r]})))
+    first = runs[0]
+    result.update({k: first[k] for k in ("max_time", "torch_threads", "untrained")},
+                  epochs=[r["epochs"] for r in runs], steps=sum(r["steps"] for r in runs),
+                  wall_seconds=round(sum(r["wall_seconds"] for r in runs), 1),
+                  cpu_seconds=round(sum(r["cpu_seconds"] for r in runs), 1))
+    members = [r["best_checkpoint"] for r in runs if r["best_checkpoint"]]
+    result["trained"] = {}
+    result["best"] = {}
+    if len(members) == len(runs):
+        start = time.perf_counter()
+        try:
+            metrics = validate_in_new_process([*common_args(task, extra, workdir / "ensemble"), "--ckpt_path", members[0],
+                                               "--model.ensemble", json.dumps(members[1:]), "--trainer.logger", "false", *decode])
+        except Exception as err:  # noqa: BLE001 - keep the runs' results
+            result["ensemble_error"] = f"{type(err).__name__}: {err}"
+            print(f"quality.py: validating the ensemble of {task} failed: {result['ensemble_error']}", file=sys.stderr)
+        else:
+            result["ensemble"] = {**metrics, "seconds": round(time.perf_counter() - start, 1), "members": members}
+            result["best"] = metrics  # the table's "best ckpt" column: the ensemble of the best checkpoints
+    for name in runs[0]["best"]:
+        if name.startswith("val/"):
+            values = [r["best"].get(name) for r in runs if name in r["best"]]
+            result["trained"][name] = sum(values) / len(values)  # the table's "final" column: the members' mean
+    save(result)
+    return result
+
+
 def main() -> None:
     argv, extra = split_passthrough(sys.argv[1:])
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -173,7 +222,12 @@ def main() -> None:
     parser.add_argument("--workdir", default=None, help="logs and checkpoints (default: a temporary folder)")
     parser.add_argument("--data-dir", default=None, help="train on DIR/TASK/{train,validation}.jsonl with --preset real")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's, i.e. OMP_NUM_THREADS or all cores)")
+    parser.add_argument("--seeds", default=None,
+                        help="comma-separated seeds: one run per seed, then their best checkpoints validated as an ensemble")
     args = parser.parse_args(argv)
+    seeds = [seed.strip() for seed in args.seeds.split(",") if seed.strip()] if args.seeds else []
+    if args.seeds and len(seeds) < 2:
+        parser.error(f"--seeds {args.seeds}: an ensemble needs two seeds or more, e.g. --seeds 1234,1,2")
     from s2s_tasks.registry import TASKS
 
     if args.threads:
@@ -194,10 +248,11 @@ def main() -> None:
             workdir = Path(args.workdir or tmp) / task
             if args.data_dir:
                 real = REAL_DATA[task]
-                result = run(task, args.max_time or real.max_time, args.max_epochs,
-                             [*real_data_args(task, Path(args.data_dir)), *extra], workdir, real.decode, save)
+                task_args = (args.max_time or real.max_time, args.max_epochs, [*real_data_args(task, Path(args.data_dir)), *extra],
+                             workdir, real.decode, save)
             else:
-                result = run(task, args.max_time, args.max_epochs, extra, workdir, save=save)
+                task_args = (args.max_time, args.max_epochs, extra, workdir, (), save)
+            result = run_ensemble(task, seeds, *task_args) if seeds else run(task, *task_args)
             results.append(result)
     rows = []
     for r in results:
@@ -208,7 +263,8 @@ def main() -> None:
     print(f"\n{'task':<20} {'metric':<22} {'untrained':>10} {'final':>8} {'best ckpt':>10} {'target':>8} {'wall s':>8} {'steps':>7}")
     for task, name, before, after, best, target, wall, steps in rows:
         print(f"{task:<20} {name:<22} {before:>10.2f} {after:>8.2f} {best:>10.2f} {target:>8.1f} {wall:>8.1f} {steps:>7}")
-    print("(best ckpt: the checkpoint with the best monitored metric, validated again with the task's default decoding)")
+    print("(best ckpt: the checkpoint with the best monitored metric, validated again with the task's default decoding"
+          + ("; with --seeds, the ensemble of the seeds' best checkpoints, and final: their mean)" if seeds else ")"))
     write_json(args.json, {"machine": machine, "results": results})
 
 

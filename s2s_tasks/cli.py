@@ -191,7 +191,7 @@ WEIGHT_SHAPING_KEYS = frozenset({
 })
 #: filled in by the data module (link_arguments), or about how a run starts: never taken from
 #: the checkpoint's hyperparameters
-LINKED_KEYS = frozenset({"vocab_size", "pad_id", "num_labels", "task_setup", "init_from"})
+LINKED_KEYS = frozenset({"vocab_size", "pad_id", "num_labels", "task_setup", "init_from", "ensemble"})
 
 
 #: data settings that say where the data is (not how text is encoded): never taken from a checkpoint
@@ -461,6 +461,9 @@ def _build_cli_class():
                     raise ValueError(f"--save_attention applies to s2s-tasks predict only; drop it from {self.subcommand} "
                                      "(during fit the AttentionMaps callback draws the maps)")
                 config.predictions.save_attention = True
+            if self.subcommand == "fit" and config.model.get("ensemble"):
+                raise ValueError("model.ensemble averages trained models in validate, test and predict; "
+                                 "drop it from fit (train each member with its own fit)")
             if config.get("quantize") is not None:
                 if self.subcommand != "predict":
                     raise ValueError(f"--quantize applies to s2s-tasks predict only; drop it from {self.subcommand}")

@@ -11,6 +11,7 @@ QA, relation extraction), with two interchangeable heads:
 from __future__ import annotations
 
 import inspect
+import math
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import torch
@@ -18,11 +19,21 @@ from torch import nn
 
 from s2s_tasks.checkpoint import EXTRAS_KEY
 from s2s_tasks.data.structured import HEADS
+from s2s_tasks.data.tokenizer import SPECIAL_TOKENS, UNK_ID
 from s2s_tasks.nn.seq2seq import build_encoder
 from s2s_tasks.nn.types import EncoderOutput
+from s2s_tasks.nn.word_dropout import special_token_mask, word_dropout
 from s2s_tasks.seq2seq_module import Seq2SeqModule
 
 Row = Tuple[Any, Any, Any]  # (key, prediction, gold)
+
+
+def mean_probability_logits(logits: Sequence[torch.Tensor]) -> torch.Tensor:
+    """``logits``: one ``(..., C)`` tensor per model -> ``log(mean_m softmax(logits_m))``, float32.
+
+    Log-sum-exp over the models keeps positions masked with the dtype's lowest value finite."""
+    log_probs = torch.stack([x.float().log_softmax(-1) for x in logits])
+    return torch.logsumexp(log_probs, dim=0) - math.log(len(logits))
 
 
 class StructuredModule(Seq2SeqModule):
@@ -36,13 +47,28 @@ class StructuredModule(Seq2SeqModule):
             ``model.val_generation``).
         num_labels: size of the label inventory, linked from the data module.
         head_dropout: dropout on the features the head's output layer reads.
+        word_dropout: the probability with which ``head: encoder`` training replaces each input
+            token by ``<unk>`` (:mod:`s2s_tasks.nn.word_dropout`; special tokens are kept); 0 off.
+        ensemble: checkpoints of other models of the task (e.g. the same config trained with other
+            seeds) whose predictions are averaged with this model's in ``validate``, ``test`` and
+            ``predict`` (``head: encoder``): the members' probabilities are averaged, as in
+            Hansen and Salamon (1990) and Lakshminarayanan et al. (2017). Each member must
+            share the run's tokenizer, labels and data settings (checked when they load).
         **kwargs: network, optimisation and decoding arguments of
             :class:`~s2s_tasks.seq2seq_module.Seq2SeqModule`.
     """
 
-    def __init__(self, head: str = "encoder", num_labels: int = 0, head_dropout: float = 0.1, **kwargs: Any) -> None:
+    def __init__(self, head: str = "encoder", num_labels: int = 0, head_dropout: float = 0.1, word_dropout: float = 0.0,
+                 ensemble: Optional[List[str]] = None, **kwargs: Any) -> None:
         if head not in HEADS:
             raise ValueError(f"model.head must be one of {list(HEADS)}, got {head!r}")
+        if not 0.0 <= word_dropout < 1.0:
+            raise ValueError(f"model.word_dropout must be in [0, 1), got {word_dropout}")
+        if word_dropout > 0 and head != "encoder":
+            raise ValueError("model.word_dropout applies to model.head encoder; set it to 0 with model.head generate")
+        if ensemble and head != "encoder":
+            raise ValueError("model.ensemble averages the task heads' probabilities: it needs model.head encoder "
+                             f"(this run has model.head {head}); drop model.ensemble")
         if head == "encoder":
             for key in ("copy_attention", "coverage_attention"):
                 if kwargs.get(key):
@@ -51,8 +77,10 @@ class StructuredModule(Seq2SeqModule):
             if kwargs.get("coverage_loss_weight", 0.0) > 0:
                 raise ValueError("model.coverage_loss_weight needs a decoder; it applies with model.head: generate only "
                                  "(set --model.head generate, or set --model.coverage_loss_weight 0)")
-        super().__init__(**kwargs)  # save_hyperparameters there records head, num_labels, head_dropout too
+        super().__init__(**kwargs)  # save_hyperparameters there records head, num_labels, head_dropout, ensemble too
         self.label_names: List[str] = []
+        self._ensemble_members: List["StructuredModule"] = []  # a plain list: not saved with this model's weights
+        self._word_keep: Optional[torch.Tensor] = None  # ids word dropout never replaces (the special tokens)
 
     @property
     def generates(self) -> bool:
@@ -104,9 +132,38 @@ class StructuredModule(Seq2SeqModule):
         ``outputs`` are the head's outputs for the batch (``None`` in generate mode)."""
         return {"prediction": prediction}
 
+    def ensemble_outputs(self, outputs: List[Any]) -> Any:
+        """Several models' :meth:`head_forward` outputs for one batch -> one output of the same form,
+        which :meth:`head_loss`, :meth:`head_predict` and :meth:`prediction_record` read as usual.
+
+        The default takes a tensor of logits over the last dimension, or a tuple of them (QA's
+        start and end logits), and returns the log of the members' mean softmax probabilities:
+        read as logits, their argmax, span scores and cross-entropy are the averaged model's.
+        Heads whose outputs are not such scores override this (or cannot be averaged)."""
+        first = outputs[0]
+        if isinstance(first, torch.Tensor) and first.is_floating_point():
+            return mean_probability_logits(outputs)
+        if type(first) is tuple and all(isinstance(x, torch.Tensor) and x.is_floating_point() for x in first):
+            return tuple(mean_probability_logits([o[k] for o in outputs]) for k in range(len(first)))
+        raise ValueError(f"model.ensemble is not available for task {self.task_name}: its head's outputs "
+                         f"({type(first).__name__}) are not per-class scores to average; drop model.ensemble")
+
     # ----------------------------------------------------------------------------- training and evaluation
     def encode(self, batch: Dict[str, Any]) -> EncoderOutput:
-        return self.encoder(batch["src_ids"], batch["src_mask"])
+        ids = batch["src_ids"]
+        p = self.hparams.get("word_dropout", 0.0)
+        if self.training and p > 0:
+            if self._word_keep is None or self._word_keep.device != ids.device:
+                self._word_keep = self._special_token_ids().to(ids.device)
+            ids = word_dropout(ids, p, self._word_keep, UNK_ID)
+        return self.encoder(ids, batch["src_mask"])
+
+    def _special_token_ids(self) -> torch.Tensor:
+        if self.tokenizer is not None and hasattr(self.tokenizer, "get_added_tokens_decoder"):
+            return special_token_mask(self.tokenizer, self.hparams.vocab_size)
+        keep = torch.zeros(self.hparams.vocab_size, dtype=torch.bool)
+        keep[: len(SPECIAL_TOKENS)] = True  # <pad> <unk> <s> </s>: ids 0-3 in every s2s-tasks tokenizer
+        return keep
 
     def training_losses(self, batch: Dict[str, Any]) -> Dict[str, torch.Tensor]:
         """``loss`` (mean over the items the head scores) and ``tokens`` (how many items);
@@ -123,11 +180,21 @@ class StructuredModule(Seq2SeqModule):
         self.log("train/loss", losses["loss"], prog_bar=True, batch_size=int(losses["tokens"]))
         return losses["loss"]
 
+    def head_outputs(self, batch: Dict[str, Any]) -> Any:
+        """:meth:`head_forward` of this model, averaged with the ``model.ensemble`` members' if any."""
+        outputs = self.head_forward(batch, self.encode(batch))
+        if not self._ensemble_members:
+            return outputs
+        for member in self._ensemble_members:
+            if member.device != self.device:
+                member.to(self.device)
+        return self.ensemble_outputs([outputs, *(m.head_forward(batch, m.encode(batch)) for m in self._ensemble_members)])
+
     def _eval_step(self, batch: Dict[str, Any], stage: str) -> None:
         if self.generates:
             super()._eval_step(batch, stage)
             return
-        outputs = self.head_forward(batch, self.encode(batch))
+        outputs = self.head_outputs(batch)
         loss_sum, count = self.head_loss(outputs, batch)
         self._eval_nll.setdefault(stage, []).append((self.batch_key(batch), float(loss_sum), float(count)))
         rows = zip(self.row_keys(batch), self.head_predict(outputs, batch), batch["gold"])
@@ -148,7 +215,7 @@ class StructuredModule(Seq2SeqModule):
             texts, _ = self.decode(batch, self.generation)
             predictions = self.parse_generated([t[0] for t in texts], batch)
         else:
-            outputs = self.head_forward(batch, self.encode(batch))
+            outputs = self.head_outputs(batch)
             predictions = self.head_predict(outputs, batch)
         records = []
         for i, (index, source) in enumerate(zip(batch["index"].tolist(), batch["source"])):
@@ -182,6 +249,44 @@ class StructuredModule(Seq2SeqModule):
         datamodule = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
         if datamodule is not None and hasattr(datamodule, "label_names"):
             self.label_names = list(datamodule.label_names)
+        if self.hparams.get("ensemble"):
+            if stage == "fit":
+                raise ValueError("model.ensemble averages trained models in validate, test and predict; "
+                                 "drop it from fit (train each member with its own fit)")
+            if not self._ensemble_members:
+                self._ensemble_members = [self._load_ensemble_member(path, datamodule) for path in self.hparams.ensemble]
+
+    def _load_ensemble_member(self, path: str, datamodule: Any) -> "StructuredModule":
+        """One ``model.ensemble`` checkpoint as a frozen model, checked against this run."""
+        from s2s_tasks.checkpoint import load_checkpoint
+        from s2s_tasks.cli import DATA_LOCATION_KEYS
+
+        checkpoint = load_checkpoint(path)
+        extras = checkpoint.get(EXTRAS_KEY) or {}
+        where = f"model.ensemble member {path}"
+        if extras.get("task") != self.task_name:
+            raise ValueError(f"{where} is a {extras.get('task') or 'non-s2s-tasks'} checkpoint, not a {self.task_name} one; "
+                             f"list {self.task_name} checkpoints in model.ensemble")
+        if (checkpoint.get("hyper_parameters") or {}).get("head", "encoder") != "encoder":
+            raise ValueError(f"{where} has a generate head; model.ensemble averages encoder heads only")
+        stored = {k: v for k, v in (checkpoint.get("datamodule_hyper_parameters") or {}).items()
+                  if k not in DATA_LOCATION_KEYS and not k.startswith("_")}
+        current = dict(getattr(datamodule, "hparams", {}) or {})
+        differ = sorted(k for k, v in stored.items() if k in current and current[k] != v)
+        if differ:
+            raise ValueError(f"{where} encodes its data differently from this run ("
+                             + ", ".join(f"data.{k}: {stored[k]!r} there, {current[k]!r} here" for k in differ)
+                             + "); ensemble models trained with the same data settings")
+        del checkpoint
+        member = type(self).load_from_checkpoint(path, map_location="cpu")
+        if self.tokenizer is not None and member.tokenizer.get_vocab() != self.tokenizer.get_vocab():
+            raise ValueError(f"{where} has another tokenizer than this run's (the --ckpt_path checkpoint's or "
+                             "data.tokenizer_file); ensemble models trained on the same data with the same data.tokenizer_* settings")
+        if member.label_names != self.label_names:
+            raise ValueError(f"{where} has the labels {member.label_names}, this run {self.label_names}; "
+                             "ensemble models trained with the same label set")
+        member.eval().requires_grad_(False)
+        return member
 
     def label_maps(self) -> Dict[str, List[str]]:
         return {"labels": list(self.label_names)}

@@ -91,6 +91,15 @@ class ClassificationModule(StructuredModule):
         head = self.task_head
         return head["out"](head["dropout"](head["pool"](enc_out.states, enc_out.mask)))
 
+    def ensemble_outputs(self, outputs: List[torch.Tensor]) -> torch.Tensor:
+        """Single-label: the mean softmax probabilities (as log-probabilities); multi-label: each
+        label's mean sigmoid probability, returned as its logit, so the threshold applies to the mean."""
+        if not self.hparams.multi_label:
+            return super().ensemble_outputs(outputs)
+        eps = 1e-6
+        mean = torch.stack([x.float().sigmoid() for x in outputs]).mean(0).clamp(eps, 1 - eps)
+        return torch.log(mean) - torch.log1p(-mean)
+
     def head_loss(self, logits: torch.Tensor, batch: Dict[str, Any]) -> Tuple[torch.Tensor, int]:
         weighted = self.hparams.class_weights is not None
         if self.hparams.multi_label:
