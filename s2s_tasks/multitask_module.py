@@ -36,6 +36,14 @@ OPTIMIZER_KEYS = ("learning_rate", "weight_decay", "adam_betas", "warmup_steps",
 MODES = ("heads", "text_to_text")
 
 
+
+#: options of the single-task models that a multi-task model's tasks do not take, with the fix
+SINGLE_TASK_KEYS = {
+    "ensemble": "ensembles average single-task checkpoints: `s2s-tasks validate --task {name} --ckpt_path A.ckpt "
+                "--model.ensemble '[B.ckpt]'`",
+    "word_dropout": "word dropout is a single-task option (`s2s-tasks fit --task {name} --model.word_dropout P`)",
+}
+
 class MultiTaskModule(BaseModule):
     """Several tasks over one shared network.
 
@@ -140,7 +148,7 @@ class MultiTaskModule(BaseModule):
     def _task_module(self, name: str, settings: Dict[str, Any], setup: Dict[str, Any], network: Dict[str, Any]):
         module_class, _ = get_task(name).classes()
         allowed = (set(init_parameters(module_class)) - set(NETWORK_KEYS) - set(OPTIMIZER_KEYS) - set(PEFT_KEYS)
-                   - {"vocab_size", "pad_id", "init_from"} - set(setup))
+                   - {"vocab_size", "pad_id", "init_from"} - set(SINGLE_TASK_KEYS) - set(setup))
         for key in settings:
             if key in allowed:
                 continue
@@ -149,6 +157,8 @@ class MultiTaskModule(BaseModule):
                        f"by `s2s-tasks fit --task {name} --model.init_from MULTITASK.ckpt --model.peft lora`")
             elif key in NETWORK_KEYS or key in OPTIMIZER_KEYS:
                 fix = f"set model.{key} once: the network and the optimizer are shared by every task"
+            elif key in SINGLE_TASK_KEYS:
+                fix = SINGLE_TASK_KEYS[key].format(name=name)
             elif key == "head":
                 fix = f"the data decides it: set data.tasks.{name}.head (or model.mode)"
             elif key in setup:

@@ -122,6 +122,10 @@ def test_loss_weight_scales_the_task_loss():
     ({"ner": {}}, {"ner": {"d_model": 8}}, r"model.task_options.ner.d_model cannot be set per task: set model.d_model once"),
     ({"ner": {}}, {"ner": {"head": "generate"}}, r"set data.tasks.ner.head"),
     ({"ner": {}}, {"ner": {"peft": "lora"}}, r"model.task_options.ner.peft cannot be set per task: a multi-task model"),
+    ({"classification": {}}, {"classification": {"ensemble": ["b.ckpt"]}},
+     r"model.task_options.classification.ensemble cannot be set per task: ensembles average single-task checkpoints"),
+    ({"classification": {}}, {"classification": {"word_dropout": 0.1}},
+     r"model.task_options.classification.word_dropout cannot be set per task: word dropout is a single-task option"),
 ])
 def test_bad_task_settings_name_the_key_and_fix(tasks, model_tasks, match):
     with pytest.raises(ValueError, match=match):
