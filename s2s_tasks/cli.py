@@ -462,8 +462,9 @@ def _build_cli_class():
                                      "(during fit the AttentionMaps callback draws the maps)")
                 config.predictions.save_attention = True
             if self.subcommand == "fit" and config.model.get("ensemble"):
-                raise ValueError("model.ensemble averages trained models in validate, test and predict; "
-                                 "drop it from fit (train each member with its own fit)")
+                from s2s_tasks.structured_module import ENSEMBLE_IN_FIT
+
+                raise ValueError(ENSEMBLE_IN_FIT)
             if config.get("quantize") is not None:
                 if self.subcommand != "predict":
                     raise ValueError(f"--quantize applies to s2s-tasks predict only; drop it from {self.subcommand}")

@@ -34,15 +34,13 @@ NETWORK_KEYS = tuple(name for name in inspect.signature(build_seq2seq).parameter
 #: one optimizer and schedule for the whole model
 OPTIMIZER_KEYS = ("learning_rate", "weight_decay", "adam_betas", "warmup_steps", "lr_schedule", "min_lr_ratio")
 MODES = ("heads", "text_to_text")
-
-
-
 #: options of the single-task models that a multi-task model's tasks do not take, with the fix
 SINGLE_TASK_KEYS = {
     "ensemble": "ensembles average single-task checkpoints: `s2s-tasks validate --task {name} --ckpt_path A.ckpt "
                 "--model.ensemble '[B.ckpt]'`",
     "word_dropout": "word dropout is a single-task option (`s2s-tasks fit --task {name} --model.word_dropout P`)",
 }
+
 
 class MultiTaskModule(BaseModule):
     """Several tasks over one shared network.

@@ -27,6 +27,10 @@ from s2s_tasks.seq2seq_module import Seq2SeqModule
 
 Row = Tuple[Any, Any, Any]  # (key, prediction, gold)
 
+#: the error for ``model.ensemble`` in fit (the CLI says it before the data are prepared, setup() for Python callers)
+ENSEMBLE_IN_FIT = ("model.ensemble averages trained models in validate, test and predict; "
+                   "drop it from fit (train each member with its own fit)")
+
 
 def mean_probability_logits(logits: Sequence[torch.Tensor]) -> torch.Tensor:
     """``logits``: one ``(..., C)`` tensor per model -> ``log(mean_m softmax(logits_m))``, float32.
@@ -251,8 +255,7 @@ class StructuredModule(Seq2SeqModule):
             self.label_names = list(datamodule.label_names)
         if self.hparams.get("ensemble"):
             if stage == "fit":
-                raise ValueError("model.ensemble averages trained models in validate, test and predict; "
-                                 "drop it from fit (train each member with its own fit)")
+                raise ValueError(ENSEMBLE_IN_FIT)
             if not self._ensemble_members:
                 self._ensemble_members = [self._load_ensemble_member(path, datamodule) for path in self.hparams.ensemble]
 

@@ -115,3 +115,14 @@ def test_ner_outputs_cannot_be_averaged(tmp_path):
     with pytest.raises(ValueError, match="model.ensemble is not available for task ner"):
         main(["validate", *_common("ner", tmp_path), "--ckpt_path", members[0],
               "--model.ensemble", json.dumps(members[1:]), "--trainer.limit_val_batches", "1"])
+
+
+def test_multi_label_classification_averages_each_labels_sigmoid():
+    from types import SimpleNamespace
+
+    from s2s_tasks.tasks.classification.model import ClassificationModule
+
+    a, b = torch.randn(5, 4), torch.randn(5, 4)
+    stub = SimpleNamespace(hparams=SimpleNamespace(multi_label=True))
+    out = ClassificationModule.ensemble_outputs(stub, [a, b])
+    torch.testing.assert_close(out.sigmoid(), (a.sigmoid() + b.sigmoid()) / 2)
