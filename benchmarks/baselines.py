@@ -25,20 +25,32 @@ import logging
 import statistics
 from collections import Counter
 from pathlib import Path
-from typing import Dict, List
+from typing import Dict, List, Sequence
 
 from common import write_json
 
 from s2s_tasks.metrics import bleu_n_scores, distinct_n, rouge_scores
 
 
-def read_jsonl(path: Path) -> List[Dict]:
+def read_jsonl(path: Path, fields: Sequence[str]) -> List[Dict]:
+    """The records of a jsonl file; each must have ``fields`` (else an error naming file, line and field)."""
+    records = []
     with path.open(encoding="utf-8") as f:
-        return [json.loads(line) for line in f if line.strip()]
+        for number, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            record = json.loads(line)
+            missing = [name for name in fields if name not in record]
+            if missing:
+                raise SystemExit(f"{path}:{number}: the record has no {missing[0]!r} field (this script reads the "
+                                 f"layout of ../shared/data: {', '.join(map(repr, fields))})")
+            records.append(record)
+    return records
 
 
 def summarization(folder: Path, extra_k: List[int]) -> Dict:
-    train, validation = read_jsonl(folder / "train.jsonl"), read_jsonl(folder / "validation.jsonl")
+    train = read_jsonl(folder / "train.jsonl", ("source", "target"))
+    validation = read_jsonl(folder / "validation.jsonl", ("source", "references"))
     mean_words = statistics.mean(len(r["target"].split()) for r in train)
     k_train = max(1, round(mean_words))
     references = [r["references"] for r in validation]
@@ -55,7 +67,8 @@ def last_turn(context: str, separator: str) -> str:
 
 
 def dialogue(folder: Path, separator: str) -> Dict:
-    train, validation = read_jsonl(folder / "train.jsonl"), read_jsonl(folder / "validation.jsonl")
+    train = read_jsonl(folder / "train.jsonl", ("source", "target"))
+    validation = read_jsonl(folder / "validation.jsonl", ("source", "target"))
     most_frequent = Counter(r["target"] for r in train).most_common(1)[0][0]
     by_context: Dict[str, str] = {}
     by_last_turn: Dict[str, str] = {}

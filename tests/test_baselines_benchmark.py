@@ -60,3 +60,12 @@ def test_baselines_say_what_the_data_dir_lacks(tmp_path):
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode != 0
     assert "has neither summarization/ nor dialogue/" in proc.stderr
+
+
+def test_baselines_name_the_file_line_and_field_of_a_bad_record(tmp_path):
+    _write(tmp_path / "summarization" / "train.jsonl", [{"source": "a b", "target": "a"}])
+    _write(tmp_path / "summarization" / "validation.jsonl", [{"source": "a b", "references": ["a"]}, {"source": "c d"}])
+    proc = subprocess.run([sys.executable, str(BASELINES), "--data-dir", str(tmp_path), "--json", str(tmp_path / "b.json")],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode != 0
+    assert f"{tmp_path / 'summarization' / 'validation.jsonl'}:2: the record has no 'references' field" in proc.stderr
