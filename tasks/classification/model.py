@@ -96,9 +96,8 @@ class ClassificationModule(StructuredModule):
         label's mean sigmoid probability, returned as its logit, so the threshold applies to the mean."""
         if not self.hparams.multi_label:
             return super().ensemble_outputs(outputs)
-        eps = 1e-6
-        mean = torch.stack([x.float().sigmoid() for x in outputs]).mean(0).clamp(eps, 1 - eps)
-        return torch.log(mean) - torch.log1p(-mean)
+        mean = torch.stack([x.float().sigmoid() for x in outputs]).mean(0)
+        return torch.logit(mean, eps=1e-6)  # clamped to [eps, 1 - eps]: a mean of 0 or 1 stays finite
 
     def head_loss(self, logits: torch.Tensor, batch: Dict[str, Any]) -> Tuple[torch.Tensor, int]:
         weighted = self.hparams.class_weights is not None
