@@ -4,8 +4,9 @@
 
 The speed-ups measured (each switched off by restoring the plain code it replaced):
 
-* ``packed``: the vocabulary projection through a oneDNN-packed weight
-  (:mod:`s2s_tasks.nn.packed_linear`) instead of ``F.linear``;
+* ``packed``: every linear layer (encoder, decoder and the vocabulary projection) through
+  oneDNN (:mod:`s2s_tasks.nn.onednn_linear`), with weights packed once per search
+  (:mod:`s2s_tasks.nn.packed_linear`), instead of ``F.linear`` (MKL);
 * ``reorder``: beam search reordering only the filled positions of the self-attention cache,
   into spare buffers (:func:`s2s_tasks.nn.types.reorder_kv_buffers`), instead of
   ``index_select`` on whole buffers into new ones.
@@ -34,7 +35,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 import speed  # noqa: E402  (the shapes and adapters of the main speed benchmark)
 
 from s2s_tasks.generation import GenerationConfig, generate  # noqa: E402
-from s2s_tasks.nn import packed_linear  # noqa: E402
+from s2s_tasks.nn import onednn_linear, packed_linear  # noqa: E402
 from s2s_tasks.nn import types as cache_types  # noqa: E402
 
 
@@ -49,6 +50,7 @@ _REORDER = cache_types.reorder_kv_buffers
 
 def switch(packed: bool, reorder: bool) -> None:
     packed_linear._AVAILABLE = packed and packed_linear._ops_available()
+    onednn_linear.ENABLED = packed and onednn_linear._ops_available()
     cache_types.reorder_kv_buffers = _REORDER if reorder else _whole_buffer_reorder
 
 

@@ -16,7 +16,9 @@ the thread count fixed:
   projection fused with the loss, :mod:`s2s_tasks.nn.linear_cross_entropy`; torch's fused AdamW
   kernel, :func:`s2s_tasks.optim.adamw`), HF from its logits with ``F.cross_entropy`` (as its
   Trainer's label smoother does) and ``torch.optim.AdamW``'s default implementation (a plain
-  loop). ``--ours_loss logits`` and ``--ours_adamw default`` measure the two choices' shares;
+  loop). Our float32 linear layers run in oneDNN (:mod:`s2s_tasks.nn.onednn_linear`), HF's in
+  ``F.linear`` (MKL). ``--ours_loss logits``, ``--ours_adamw default`` and ``--ours_linear mkl``
+  measure these choices' shares;
 * ``eval``: teacher-forced forward and loss without gradients (the same two loss paths);
 * ``greedy`` / ``beam4``: generation forced to exactly ``--tgt_len`` new tokens (EOS banned
   before, and forced or cut after), ours through :func:`s2s_tasks.generation.generate`, HF
@@ -68,7 +70,9 @@ sys.path.insert(0, str(HERE))
 from common import cpu_description, write_json  # noqa: E402
 
 from s2s_tasks.generation import GenerationConfig, beam_search, generate, greedy_search  # noqa: E402
+from s2s_tasks.nn import onednn_linear, packed_linear  # noqa: E402
 from s2s_tasks.nn.linear_cross_entropy import decoder_losses  # noqa: E402
+from s2s_tasks.nn.packed_linear import packed_projections  # noqa: E402
 from s2s_tasks.nn.seq2seq import build_seq2seq  # noqa: E402
 from s2s_tasks.optim import adamw  # noqa: E402
 
@@ -102,6 +106,9 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     p.add_argument("--ours_adamw", choices=["fused", "default"], default="fused",
                    help="our optimizer: 'fused' (what every task trains with, s2s_tasks.optim.adamw) or "
                         "'default' (torch.optim.AdamW's default implementation, like HF's side), to measure its share")
+    p.add_argument("--ours_linear", choices=["onednn", "mkl"], default="onednn",
+                   help="our float32 CPU linear layers: 'onednn' (what every task runs, s2s_tasks.nn.onednn_linear and "
+                        "the packed weights of nn.packed_linear) or 'mkl' (F.linear, like HF's side), to measure their share")
     p.add_argument("--only", action="append", default=None,
                    choices=["train_fp32", "train_bf16", "eval", "greedy", "beam"], help="run only these measurements")
     p.add_argument("--parts", default="1,2,3", help="which parts to run (default 1,2,3)")
@@ -214,16 +221,21 @@ def run_memory_probe(a: argparse.Namespace, device: torch.device) -> None:
 
 def gemm_peak(dtype: torch.dtype, device: torch.device, a: argparse.Namespace, repeats: int = 5) -> float:
     """Best GFLOP/s of matrix products in ``dtype``: a 1024-cubed one and the model's FFN shape
-    (batch x target rows times ``d_model x ffn``). Kernels differ a lot
-    by shape where a dtype has no hardware support (bf16 on AVX2 CPUs), so one shape would
-    understate the peak and overstate the utilisation."""
+    (batch x target rows times ``d_model x ffn``), through torch's own product and, on the CPU,
+    oneDNN's too. Kernels differ a lot by shape where a dtype has no hardware support (bf16 on
+    AVX2 CPUs), and by library (MKL's float32 products on AMD CPUs reach less than half of
+    oneDNN's: :mod:`s2s_tasks.nn.onednn_linear`), so one shape or one library would understate
+    the peak and overstate the utilisation."""
     rows = a.batch * a.tgt_len
     best = 0.0
     for m, k, n in ((1024, 1024, 1024), (rows, a.d_model, a.ffn)):
         x = torch.randn(m, k, device=device).to(dtype)
         w = torch.randn(n, k, device=device).to(dtype)
         # both layouts: x @ w^T as nn.Linear computes it, and x @ w with w stored (k, n)
-        for product in (lambda: F.linear(x, w), lambda w_kn=w.t().contiguous(): x @ w_kn):
+        products = [lambda: F.linear(x, w), lambda w_kn=w.t().contiguous(): x @ w_kn]
+        if device.type == "cpu" and onednn_linear._ops_available():
+            products.append(lambda: torch.ops.mkldnn._linear_pointwise(x, w, None, "none", [], ""))
+        for product in products:
             product()
             fastest = math.inf
             for _ in range(repeats):
@@ -304,8 +316,9 @@ class OursAdapter:
             strategy="beam" if beam > 1 else "greedy", beam_size=beam, max_length=new_tokens - 1,
             min_length=new_tokens - 1, length_penalty=1.0,
         )
-        enc_out = self.model.encode(src, mask)
-        out = generate(self.model.decoder, enc_out, bos_id=BOS, eos_id=EOS, config=config)
+        with packed_projections():  # as Seq2SeqModule.decode: the encoder's products packed too
+            enc_out = self.model.encode(src, mask)
+            out = generate(self.model.decoder, enc_out, bos_id=BOS, eos_id=EOS, config=config)
         assert all(len(h[0]) == new_tokens - 1 for h in out.tokens)
         return [h[0] for h in out.tokens]
 
@@ -575,7 +588,7 @@ def real_data(a: argparse.Namespace, device: torch.device) -> Optional[Dict[str,
         out_tokens = 0
         sync(device)
         start = time.perf_counter()
-        with torch.no_grad():
+        with torch.no_grad(), packed_projections():  # as Seq2SeqModule.decode
             for indices in batches:
                 batch = vcollate(indices)
                 enc = model.encode(batch["src_ids"].to(device), batch["src_mask"].to(device))
@@ -614,6 +627,8 @@ def main(argv: Optional[List[str]] = None) -> None:
     a = parse_args(argv)
     torch.set_num_threads(a.threads)
     device = torch.device(a.device)
+    if a.ours_linear == "mkl":
+        onednn_linear.ENABLED = packed_linear._AVAILABLE = False
     if a.memory_probe:
         run_memory_probe(a, device)
         return

@@ -19,6 +19,7 @@ from s2s_tasks.generation import GenerationConfig, generate
 from s2s_tasks.module import BaseModule
 from s2s_tasks.nn.copy import coverage_loss
 from s2s_tasks.nn.linear_cross_entropy import decoder_losses
+from s2s_tasks.nn.packed_linear import packed_projections
 from s2s_tasks.nn.peft import LORA_TARGETS, add_adapters, add_lora, count_parameters, freeze_base
 from s2s_tasks.nn.seq2seq import build_seq2seq
 from s2s_tasks.nn.types import EncoderOutput
@@ -314,12 +315,13 @@ class Seq2SeqModule(BaseModule):
     ) -> Tuple[List[List[str]], torch.Tensor]:
         """Generate for a batch: (n-best texts per example, scores ``(B, n_best)``); pass ``enc_out``
         when the batch is already encoded."""
-        if enc_out is None:
-            enc_out = self.model.encode(batch["src_ids"], batch["src_mask"])
-        generator = None
-        if config.strategy == "sample" and config.seed is not None:
-            generator = torch.Generator(device=batch["src_ids"].device).manual_seed(config.seed)
-        output = generate(self.model.decoder, enc_out, bos_id=BOS_ID, eos_id=EOS_ID, config=config, generator=generator)
+        with packed_projections():  # the encoder's products too (see packed_linear)
+            if enc_out is None:
+                enc_out = self.model.encode(batch["src_ids"], batch["src_mask"])
+            generator = None
+            if config.strategy == "sample" and config.seed is not None:
+                generator = torch.Generator(device=batch["src_ids"].device).manual_seed(config.seed)
+            output = generate(self.model.decoder, enc_out, bos_id=BOS_ID, eos_id=EOS_ID, config=config, generator=generator)
         texts = [decode_batch(self.tokenizer, hyps) for hyps in output.tokens]
         return texts, output.scores
 
@@ -329,6 +331,10 @@ class Seq2SeqModule(BaseModule):
 
     # ----------------------------------------------------------------------------- evaluation
     def _eval_step(self, batch: Dict[str, Any], stage: str) -> None:
+        with packed_projections():  # one scope: the weights are checked and packed once per batch
+            self._eval_batch(batch, stage)
+
+    def _eval_batch(self, batch: Dict[str, Any], stage: str) -> None:
         # one encoder pass serves the loss and every decoding of the batch
         enc_out = self.model.encode(batch["src_ids"], batch["src_mask"])
         _, nll_sum, tokens = self._decoder_losses(enc_out, batch, 0.0)

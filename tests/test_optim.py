@@ -120,13 +120,14 @@ def test_a_fused_step_marks_the_parameters_modified():
 
 
 def test_packed_projection_decodes_with_the_weights_after_fused_steps():
-    from s2s_tasks.nn.packed_linear import inference_linear, packed_projections
+    from s2s_tasks.nn.onednn_linear import apply_linear
+    from s2s_tasks.nn.packed_linear import packed_projections
 
     layer = torch.nn.Linear(16, 40)
     layer.weight.grad, layer.bias.grad = torch.randn_like(layer.weight), torch.randn_like(layer.bias)
     optimizer = adamw(layer.parameters(), lr=1e-1)
     x = torch.randn(3, 16)
     with torch.no_grad(), packed_projections():  # one scope, as if the weights changed mid-search
-        inference_linear(layer, x)  # packs the weights
+        apply_linear(layer, x)  # packs the weights
         optimizer.step()
-        torch.testing.assert_close(inference_linear(layer, x), torch.nn.functional.linear(x, layer.weight, layer.bias))
+        torch.testing.assert_close(apply_linear(layer, x), torch.nn.functional.linear(x, layer.weight, layer.bias))

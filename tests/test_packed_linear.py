@@ -10,12 +10,14 @@ import weakref
 
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from s2s_tasks.nn import EncoderOutput, TransformerDecoder
 from s2s_tasks.nn import packed_linear
 from s2s_tasks.generation import greedy_search
-from s2s_tasks.nn.packed_linear import inference_linear, packed_projections
+from s2s_tasks.nn.onednn_linear import apply_linear
+from s2s_tasks.nn.packed_linear import packed_projections
 from s2s_tasks.nn.types import reorder_kv_buffers
 
 pytestmark = pytest.mark.usefixtures("single_thread")
@@ -31,8 +33,44 @@ def test_packed_projection_equals_the_layer(bias):
     x = torch.randn(5, 2, 32)
     with torch.no_grad(), packed_projections():
         for inputs in (x, x[:, :1], x.reshape(10, 32), x.transpose(0, 1)):  # 3-D, a non-contiguous slice, 2-D
-            torch.testing.assert_close(inference_linear(layer, inputs), layer(inputs), atol=1e-5, rtol=1e-5)
+            torch.testing.assert_close(apply_linear(layer, inputs), layer(inputs), atol=1e-5, rtol=1e-5)
         assert layer in packed_linear._PACKED  # the packed path ran (not the fallback)
+
+
+@needs_onednn
+def test_packed_rows_equal_the_weight_slices_and_follow_the_weights():
+    """Attention projects queries with the first third of its fused Q/K/V matrix: each row range
+    is packed once, beside the others, and all are re-made when the weights change."""
+    torch.manual_seed(0)
+    layer = nn.Linear(16, 48)
+    x = torch.randn(3, 2, 16)
+    with torch.no_grad():
+        for _ in range(2):  # the second time with new weights
+            with packed_projections():
+                for rows in (slice(0, 16), slice(16, 48), None):
+                    expected = layer(x) if rows is None else F.linear(x, layer.weight[rows], layer.bias[rows])
+                    torch.testing.assert_close(apply_linear(layer, x, rows), expected, atol=1e-5, rtol=1e-5)
+                assert set(packed_linear._PACKED[layer].packs) == {(0, 16), (16, 48), (0, 48)}
+            layer.weight.data.copy_(torch.randn_like(layer.weight))  # no version counter moves
+
+
+@needs_onednn
+def test_a_search_packs_every_linear_layer_of_the_decoder_and_decodes_as_without():
+    torch.manual_seed(0)
+    decoder = TransformerDecoder(30, 16, 4, 32, 2, dropout=0.0).eval()
+    enc_out = EncoderOutput(states=torch.randn(3, 5, 16), mask=torch.ones(3, 5, dtype=torch.bool))
+    kwargs = dict(bos_id=1, eos_id=2, max_lengths=6)
+    packed = greedy_search(decoder, enc_out, **kwargs)
+    layers = [m for m in decoder.modules() if type(m) is nn.Linear]
+    assert len(layers) == 2 * 6 + 1 and all(m in packed_linear._PACKED for m in layers)
+    available = packed_linear._AVAILABLE
+    packed_linear._AVAILABLE = False
+    try:
+        plain = greedy_search(decoder, enc_out, **kwargs)
+    finally:
+        packed_linear._AVAILABLE = available
+    assert packed.tokens == plain.tokens
+    torch.testing.assert_close(packed.scores, plain.scores, atol=1e-5, rtol=1e-5)
 
 
 @needs_onednn
@@ -40,22 +78,22 @@ def test_packing_only_inside_a_scope_and_reused_by_the_next_while_the_weights_st
     layer = nn.Linear(8, 20)
     x = torch.randn(2, 8)
     with torch.no_grad():
-        torch.testing.assert_close(inference_linear(layer, x), layer(x))
+        torch.testing.assert_close(apply_linear(layer, x), layer(x))
         assert layer not in packed_linear._PACKED  # outside any search: the layer itself
         with packed_projections():
             with packed_projections():  # scopes nest
-                inference_linear(layer, x)
-            first = packed_linear._PACKED[layer].packed
+                apply_linear(layer, x)
+            first = packed_linear._PACKED[layer].packs[(0, 20)]
         assert packed_linear._OPEN_SCOPES == 0
         with packed_projections():  # the next search: unchanged weights, the same packing
-            torch.testing.assert_close(inference_linear(layer, x), layer(x), atol=1e-5, rtol=1e-5)
-            assert packed_linear._PACKED[layer].packed is first
+            torch.testing.assert_close(apply_linear(layer, x), layer(x), atol=1e-5, rtol=1e-5)
+            assert packed_linear._PACKED[layer].packs[(0, 20)] is first
         for value in (layer.weight, layer.bias):  # no version counter moves
             value.data.copy_(torch.randn_like(value))
             with packed_projections():
-                torch.testing.assert_close(inference_linear(layer, x), layer(x), atol=1e-5, rtol=1e-5)
-                assert packed_linear._PACKED[layer].packed is not first
-                first = packed_linear._PACKED[layer].packed
+                torch.testing.assert_close(apply_linear(layer, x), layer(x), atol=1e-5, rtol=1e-5)
+                assert packed_linear._PACKED[layer].packs[(0, 20)] is not first
+                first = packed_linear._PACKED[layer].packs[(0, 20)]
 
 
 @needs_onednn
@@ -66,34 +104,34 @@ def test_packed_projection_follows_weight_updates():
     x = torch.randn(4, 16)
     for _ in range(3):
         with torch.no_grad(), packed_projections():
-            torch.testing.assert_close(inference_linear(layer, x), layer(x), atol=1e-5, rtol=1e-5)
+            torch.testing.assert_close(apply_linear(layer, x), layer(x), atol=1e-5, rtol=1e-5)
             assert layer in packed_linear._PACKED
         optimizer.zero_grad()
         layer(x).pow(2).sum().backward()
         optimizer.step()
     with torch.no_grad(), packed_projections():
-        inference_linear(layer, x)
+        apply_linear(layer, x)
         # within one scope, in-place changes that move the version counter repack
         layer.weight.copy_(torch.randn_like(layer.weight))
-        torch.testing.assert_close(inference_linear(layer, x), layer(x), atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(apply_linear(layer, x), layer(x), atol=1e-5, rtol=1e-5)
         layer.bias = nn.Parameter(torch.randn(50))  # a new tensor altogether
-        torch.testing.assert_close(inference_linear(layer, x), layer(x), atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(apply_linear(layer, x), layer(x), atol=1e-5, rtol=1e-5)
 
 
 def test_plain_layer_where_packing_does_not_apply():
     torch.manual_seed(0)
     layer = nn.Linear(8, 20)
     x = torch.randn(3, 8)
-    out = inference_linear(layer, x)  # autograd on: the layer itself, gradients flow
+    out = apply_linear(layer, x)  # autograd on: the layer itself, gradients flow
     assert out.requires_grad
     out.sum().backward()
     assert layer.weight.grad is not None
     assert layer not in packed_linear._PACKED
     with torch.no_grad():
         double = copy.deepcopy(layer).double()
-        assert inference_linear(double, x.double()).dtype == torch.float64
+        assert apply_linear(double, x.double()).dtype == torch.float64
         with torch.autocast("cpu", dtype=torch.bfloat16):
-            assert inference_linear(layer, x).dtype == torch.bfloat16
+            assert apply_linear(layer, x).dtype == torch.bfloat16
     assert double not in packed_linear._PACKED
 
     class Projection(nn.Module):
@@ -102,7 +140,7 @@ def test_plain_layer_where_packing_does_not_apply():
             self.out = nn.Linear(8, 20)
 
         def forward(self, x):
-            return inference_linear(self.out, x)
+            return apply_linear(self.out, x)
 
     module = Projection().eval()
     with torch.no_grad():
@@ -115,7 +153,7 @@ def test_plain_layer_where_packing_does_not_apply():
 def test_packed_projection_never_reaches_copies_or_pickles():
     layer = nn.Linear(8, 20)
     with torch.no_grad(), packed_projections():
-        inference_linear(layer, torch.randn(2, 8))
+        apply_linear(layer, torch.randn(2, 8))
         copy.deepcopy(layer)
         torch.save(layer, io.BytesIO())  # an opaque oneDNN tensor on the module could not be pickled
         assert layer in packed_linear._PACKED
@@ -135,10 +173,10 @@ def test_each_search_decodes_with_the_weights_it_finds():
     enc_out = EncoderOutput(states=torch.randn(3, 5, 16), mask=torch.ones(3, 5, dtype=torch.bool))
     kwargs = dict(bos_id=1, eos_id=2, max_lengths=6)
     first = greedy_search(decoder, enc_out, **kwargs)
-    version = decoder.output_projection.weight._version
-    for p in decoder.output_projection.parameters():
+    versions = [p._version for p in decoder.parameters()]
+    for p in decoder.parameters():  # every layer's weights, packed by the first search
         p.data.copy_(torch.randn_like(p) * 3)
-    assert decoder.output_projection.weight._version == version  # what the version key cannot see
+    assert [p._version for p in decoder.parameters()] == versions  # what the version key cannot see
     fresh = copy.deepcopy(decoder)  # its own weights, which no search has packed
     second, expected = greedy_search(decoder, enc_out, **kwargs), greedy_search(fresh, enc_out, **kwargs)
     assert second.tokens == expected.tokens and second.tokens != first.tokens

@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .dropout import dropout
+from .onednn_linear import apply_linear
 
 LUONG_SCORES = ("dot", "general", "concat")
 
@@ -244,7 +245,7 @@ class MultiHeadAttention(nn.Module):
         if project_rows is not None:
             out = project_rows(x, rows)
         else:
-            out = F.linear(x, self.in_proj.weight[rows], self.in_proj.bias[rows])
+            out = apply_linear(self.in_proj, x, rows)
         out = out.view(x.size(0), x.size(1), count, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
         return list(out.unbind(0))
 
@@ -363,7 +364,7 @@ class MultiHeadAttention(nn.Module):
             if empty_rows is not None:
                 attn = attn.masked_fill(empty_rows, 0.0)
         attn = attn.transpose(1, 2).reshape(batch_size, tgt_len, self.d_model)
-        return self.out_proj(attn), weights, new_cache
+        return apply_linear(self.out_proj, attn), weights, new_cache
 
     def extra_repr(self) -> str:
         return f"d_model={self.d_model}, num_heads={self.num_heads}, dropout={self.dropout}"

@@ -26,7 +26,7 @@ from .copy import PointerGenerator
 from .dropout import Dropout
 from .embedding import Embeddings
 from .encoders import FeedForward, rnn_class
-from .packed_linear import inference_linear
+from .onednn_linear import apply_linear
 from .types import Cache, EncoderOutput
 from .types import reorder_cache as _reorder_cache
 
@@ -257,7 +257,7 @@ class RNNDecoder(Decoder):
     ) -> Union[Tensor, Tuple[Tensor, Tensor]]:
         check_return_attention(return_attention)
         embedded, att_vectors, attention, contexts, tops = self._teacher_forced(tgt_in, enc_out)
-        logits = inference_linear(self.output_projection, att_vectors)
+        logits = apply_linear(self.output_projection, att_vectors)
         if self.pointer_generator is not None:
             logits = self.pointer_generator(logits, attention, contexts, tops, embedded, enc_out.src_ids)
         if return_attention == "all":
@@ -271,7 +271,7 @@ class RNNDecoder(Decoder):
             cache = self.init_cache(enc_out)
         embedded = self.embed(last_tokens.unsqueeze(1)).squeeze(1)
         att_vector, weights, context, top, cache = self._step(embedded, enc_out, cache)
-        logits = inference_linear(self.output_projection, att_vector)
+        logits = apply_linear(self.output_projection, att_vector)
         if self.pointer_generator is not None:
             logits = self.pointer_generator(logits, weights, context, top, embedded, enc_out.src_ids)
         return logits, cache
@@ -404,7 +404,7 @@ class TransformerDecoder(Decoder):
         """Logits (or, with copy attention, log-probabilities) ``(B, T, V)`` from the embedded
         inputs ``(B, T, D)``, the last layer's output ``(B, T, D)`` and its source attention ``(B, T, S)``."""
         state = self.final_norm(x)
-        logits = inference_linear(self.output_projection, state)
+        logits = apply_linear(self.output_projection, state)
         if self.pointer_generator is None:
             return logits
         assert attention is not None

@@ -16,6 +16,7 @@ from .attention import MultiHeadAttention
 from .dropout import Dropout
 from .embedding import Embeddings
 from .masked_rnn import run_masked
+from .onednn_linear import apply_linear
 from .types import EncoderOutput
 
 RNN_CELLS: Dict[str, Type[nn.RNNBase]] = {"lstm": nn.LSTM, "gru": nn.GRU}
@@ -118,7 +119,8 @@ class FeedForward(nn.Module):
             nn.init.zeros_(layer.bias)
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.net(x)
+        first, activation, dropout, second = self.net
+        return apply_linear(second, dropout(activation(apply_linear(first, x))))
 
 
 class TransformerEncoderLayer(nn.Module):

@@ -24,6 +24,9 @@ is measured in ``benchmarks/speed.py``): float32 180-200 -> 129-146 ms, bf16 aut
 The loss is the one ``F.cross_entropy(..., label_smoothing=eps, reduction="sum")`` defines
 (Szegedy et al., 2016, §7): per token ``(1 - eps) * NLL + eps * mean_v(-log p_v)``, with
 ``d/dz = softmax(z) - (1 - eps) * onehot(target) - eps / V``.
+
+In float32 on the CPU the products run in oneDNN (:mod:`s2s_tasks.nn.onednn_linear`), as the
+model's other linear layers do.
 """
 
 from __future__ import annotations
@@ -31,8 +34,10 @@ from __future__ import annotations
 from typing import Any, Optional, Tuple
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
+
+from . import onednn_linear
+from .onednn_linear import linear, matmul
 
 #: rows per chunk on the CPU: a (256, 8000) float32 chunk is 8 MB, and 256 was the fastest in
 #: bf16 of 128-1,024 in the measurement above (float32 was within noise of it at 128-512)
@@ -75,7 +80,7 @@ class _LinearCrossEntropy(torch.autograd.Function):
         with torch.autocast(hidden.device.type, enabled=False):
             for start in range(0, n, rows):
                 t = target[start : start + rows].unsqueeze(1)
-                logits = F.linear(h[start : start + rows], w, b)
+                logits = linear(h[start : start + rows], w, b)
                 # in float32 (float64) however low the logits' dtype, in one pass that writes once
                 log_probs = torch.log_softmax(logits, dim=-1, dtype=acc)
                 picked = log_probs.gather(1, t)
@@ -121,7 +126,7 @@ class _LinearCrossEntropy(torch.autograd.Function):
                 for start in range(group_start, group_end, rows):
                     h_chunk = h[start : start + rows]
                     t = target[start : start + rows]
-                    logits = F.linear(h_chunk, w, b)
+                    logits = linear(h_chunk, w, b)
                     # softmax in float32 inside the kernel, written once in the logits' dtype (as
                     # autocast's own backward would cast the gradient for its products)
                     grad = torch.softmax(logits, dim=-1) if s != 0 else torch.zeros_like(logits)
@@ -131,16 +136,16 @@ class _LinearCrossEntropy(torch.autograd.Function):
                     if grad_bias is not None:
                         grad_bias += grad.sum(0)
                     if grad_hidden is not None:
-                        grad_hidden[start : start + rows] = torch.mm(grad, w)
+                        grad_hidden[start : start + rows] = matmul(grad, w)
                     if buffer is not None:
                         buffer[start - group_start : start - group_start + grad.size(0)] = grad
                     elif grad_weight is not None:
-                        if low:
-                            grad_weight += torch.mm(grad.t(), h_chunk)
+                        if low or onednn_linear.applies(grad, h_chunk):
+                            grad_weight += matmul(grad.t(), h_chunk)
                         else:
                             grad_weight.addmm_(grad.t(), h_chunk)  # accumulates without a temporary
                 if buffer is not None and grad_weight is not None:
-                    grad_weight += torch.mm(buffer.t(), h[group_start:group_end])
+                    grad_weight += matmul(buffer.t(), h[group_start:group_end])
             scale = s if s != 0 else 1.0
             for grad_sum, rank_one in ((grad_hidden, weight), (grad_weight, hidden), (grad_bias, None)):
                 if grad_sum is None:

@@ -1,25 +1,30 @@
-"""The vocabulary projection at inference time, with its weight pre-packed by oneDNN on the CPU.
+"""Linear layers at inference time, with their weights pre-packed by oneDNN on the CPU.
 
-A decoding step multiplies a few rows (batch x beams) by the ``(V, D)`` output projection, the
-largest matrix of the model. For such short, wide products MKL's ``F.linear`` reaches about a
-third of the CPU's float32 rate; oneDNN with the weight reordered once into its blocked layout
-was 1.6-2x faster on that product alone at 32-128 rows and d_model 256, V 8,000 (2 threads,
-AVX2; a micro-benchmark while building this, not kept). On whole decodes, measured with it on
-and off in ``python benchmarks/decode_paths.py``: greedy 1.18x, beam 4 1.08x (Transformer) on an
-AVX2 CPU, 0.95-1.03x on an AVX-512 one (MKL's own product is efficient there). This is
-the same primitive ``torch.compile`` uses for frozen CPU linears (``mkldnn._linear_pointwise``),
-called directly because compiling pays only for long decoding jobs on the CPUs we target (greedy
-1.36x after 74 s of compiling; ``benchmarks/compile.py`` and the README).
+A decoding step multiplies a few rows (batch x beams) by every matrix of the decoder and by the
+``(V, D)`` output projection, the largest. oneDNN with a weight reordered once into its blocked
+layout is the fastest float32 product for such short rows: at 32 and 128 rows, d_model 256, it
+ran the layers' products 1.3-2.3x and the vocabulary projection 2.5-2.8x faster than MKL's
+``F.linear`` on an AMD EPYC with AVX-512 (2 threads; ``python benchmarks/linear_kernels.py``),
+1.6-2x on the vocabulary projection on an AVX2 CPU, and about level with MKL on an Intel Xeon
+(earlier sessions' runs of ``benchmarks/decode_paths.py``, which switches the packing on and
+off on whole decodes). This is the same primitive ``torch.compile`` uses for frozen CPU linears
+(``mkldnn._linear_pointwise``), called directly because compiling pays only for long decoding
+jobs on the CPUs we target (greedy 1.36x after 74 s of compiling; ``benchmarks/compile.py`` and
+the README). Layers reach it through :func:`s2s_tasks.nn.onednn_linear.apply_linear`, which
+uses the packed weight where :func:`usable` allows and oneDNN's unpacked product otherwise.
 
 Packing happens only inside :func:`packed_projections`, which every search of
-:mod:`s2s_tasks.generation` enters. The packed copy is kept (in a weak dictionary beside the
-module, so copying, pickling or saving the module never meets the opaque oneDNN tensor; one extra
-copy of the matrix, 8 MB at V 8,000, D 256) and re-made when the weights change. Version counters
+:mod:`s2s_tasks.generation` enters, and with it ``Seq2SeqModule``'s decoding and evaluation
+steps (so the encoder's products are packed too). The packed copy is kept (in a weak dictionary
+beside the module, so copying, pickling or saving the module never meets the opaque oneDNN
+tensor; one extra copy of the weights: 8 MB for the projection at V 8,000, D 256, 30 MB for a
+7.6M-parameter model) and re-made when the weights change. Version counters
 alone miss changes: Lightning's weight-averaging callbacks (``EMAWeightAveraging``,
 ``StochasticWeightAveraging``) swap averaged weights in and out through ``param.data.copy_``, and
 torch's fused AdamW updates in place, neither moving the counters (torch 2.13). So the first use
-in each search also compares a fingerprint of the weight (its product with a fixed random vector,
-one matrix-vector product: a fraction of a millisecond) and the bias with those of the packed
+in each search also compares a fingerprint of each weight (its product with a fixed random vector,
+one matrix-vector product per layer: about 2.5 ms a search for all 31 matrices of a 7.6M-parameter
+model, 2 threads) and the bias with those of the packed
 copy; within a search the pointers and version counters suffice. Re-packing every search
 instead would cost a reorder of the matrix per search, which a server would pay per request: 1.3
 ms at V 8,000, D 256 and 27 ms at 32,000 x 512, against 0.26 and 2.3 ms for the fingerprint (2
@@ -27,9 +32,9 @@ threads, AVX-512; a measurement while building this, not kept). A change that mo
 product with the random vector beyond rounding is not seen: one that alters the weights by about
 their rounding error.
 
-Used only where it is exactly a linear layer's job and safe: float32 CPU tensors, no autograd,
-no autocast, not while tracing, scripting or exporting (ONNX and TorchScript see the plain
-``nn.Linear``), and a PyTorch built with oneDNN. Everything else calls the layer itself.
+Used only where it is exactly a linear layer's job and safe: a plain ``nn.Linear``, float32 CPU
+tensors, no autograd, no autocast, not while tracing, scripting or exporting (ONNX and
+TorchScript see the plain ``nn.Linear``), and a PyTorch built with oneDNN.
 """
 
 from __future__ import annotations
@@ -42,6 +47,8 @@ from typing import Dict, Iterator, NamedTuple, Optional, Tuple
 import torch
 from torch import Tensor, nn
 
+Rows = Tuple[int, int]
+
 #: a batch-size hint for oneDNN's weight layout; 32-128 rows all run at the same speed with it
 _PACK_ROWS_HINT = 64
 
@@ -50,7 +57,7 @@ class _Packed(NamedTuple):
     key: tuple  # data pointers and version counters of weight and bias
     fingerprint: Tensor  # weight @ a fixed random vector, (out_features,)
     bias: Optional[Tensor]  # a copy of the bias
-    packed: Tensor  # the oneDNN-packed weight
+    packs: Dict[Rows, Tensor]  # (first, end) output rows -> the oneDNN-packed weight rows
     search: int  # the search that last checked the fingerprint
 
 
@@ -66,7 +73,7 @@ _PROBES: Dict[int, Tensor] = {}  # in_features -> the fixed random vector of the
 
 @contextlib.contextmanager
 def packed_projections() -> Iterator[None]:
-    """Within this scope (a search) :func:`inference_linear` uses packed weights: packed at first
+    """Within this scope (a search) :func:`~s2s_tasks.nn.onednn_linear.apply_linear` uses packed weights: packed at first
     use, or the earlier packing if the weights did not change since (see the module docstring).
     Scopes nest and may be open in several threads at once."""
     global _OPEN_SCOPES, _SEARCH
@@ -103,8 +110,22 @@ def _ops_available() -> bool:
 _AVAILABLE = _ops_available()
 
 
-def _usable(linear: nn.Module, x: Tensor) -> bool:
-    if not _AVAILABLE or _OPEN_SCOPES == 0 or type(linear) is not nn.Linear:  # quantized, LoRA ... layers: their own forward
+def plain_linear(layer: nn.Module) -> bool:
+    """Whether ``layer`` is a plain ``nn.Linear`` whose call is exactly ``F.linear``: not a
+    subclass (LoRA, quantized ... layers have their own forward) and no hooks that its call
+    would run (a user's, or ``torch.nn.utils.prune``'s, which recomputes the weight)."""
+    if type(layer) is not nn.Linear:
+        return False
+    own = ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks", "_backward_pre_hooks")
+    if any(getattr(layer, name, None) for name in own):
+        return False
+    hooks = torch.nn.modules.module
+    return not any(getattr(hooks, f"_global{name}", None) for name in own)
+
+
+def usable(linear: nn.Module, x: Tensor) -> bool:
+    """Whether ``linear(x)`` may use the packed weight here (see the module docstring)."""
+    if not _AVAILABLE or _OPEN_SCOPES == 0 or not plain_linear(linear):
         return False
     weight = linear.weight
     if x.device.type != "cpu" or x.dtype != torch.float32 or weight.dtype != torch.float32 or weight.device.type != "cpu":
@@ -125,31 +146,35 @@ def _key(linear: nn.Linear) -> Tuple[int, int, Optional[int], Optional[int]]:
             None if bias is None else bias.data_ptr(), None if bias is None else bias._version)
 
 
-def _packed(linear: nn.Linear) -> Tensor:
+def _packed(linear: nn.Linear, rows: Rows) -> Tensor:
+    """The packed weight rows ``rows`` of ``linear``: the earlier packing while the weights did not
+    change, else packed now (every row range of the layer is dropped when the weights change)."""
     key = _key(linear)
     cached = _PACKED.get(linear)
     with torch.no_grad():
         weight, bias = linear.weight.detach(), None if linear.bias is None else linear.bias.detach()
-        if cached is not None and cached.key == key:
-            if cached.search == _SEARCH:
-                return cached.packed
+        if cached is not None and cached.key == key and cached.search != _SEARCH:
             unchanged = torch.equal(_fingerprint(weight), cached.fingerprint) and (
                 (bias is None and cached.bias is None)
                 or (bias is not None and cached.bias is not None and torch.equal(bias, cached.bias))
             )
-            if unchanged:
-                _PACKED[linear] = cached._replace(search=_SEARCH)
-                return cached.packed
-        packed = torch.ops.mkldnn._reorder_linear_weight(weight, _PACK_ROWS_HINT)
-        _PACKED[linear] = _Packed(key, _fingerprint(weight), None if bias is None else bias.clone(), packed, _SEARCH)
+            cached = cached._replace(search=_SEARCH) if unchanged else None
+            if cached is not None:
+                _PACKED[linear] = cached
+        elif cached is not None and cached.key != key:
+            cached = None
+        if cached is None:
+            cached = _PACKED[linear] = _Packed(key, _fingerprint(weight), None if bias is None else bias.clone(), {}, _SEARCH)
+        packed = cached.packs.get(rows)
+        if packed is None:
+            packed = cached.packs[rows] = torch.ops.mkldnn._reorder_linear_weight(weight[rows[0]:rows[1]], _PACK_ROWS_HINT)
     return packed
 
 
-def inference_linear(linear: nn.Module, x: Tensor) -> Tensor:
-    """``linear(x)`` for ``x`` of shape ``(..., in_features)`` -> ``(..., out_features)``, through the
-    oneDNN-packed weight inside :func:`packed_projections` where that is safe (see the module
-    docstring), else the layer's own call."""
-    if not _usable(linear, x):
-        return linear(x)
-    bias = linear.bias.detach() if linear.bias is not None else None
-    return torch.ops.mkldnn._linear_pointwise(x.contiguous(), _packed(linear), bias, "none", [], "")
+def packed_product(linear: nn.Linear, x: Tensor, rows: Optional[slice] = None) -> Tensor:
+    """``linear(x)`` (with ``rows``, only those output features) through the packed weight, for
+    ``x (..., in_features)`` where :func:`usable` holds; callers use
+    :func:`s2s_tasks.nn.onednn_linear.apply_linear`, which checks that."""
+    span = (0, linear.weight.size(0)) if rows is None else rows.indices(linear.weight.size(0))[:2]
+    bias = linear.bias.detach()[span[0]:span[1]] if linear.bias is not None else None
+    return torch.ops.mkldnn._linear_pointwise(x.contiguous(), _packed(linear, span), bias, "none", [], "")
