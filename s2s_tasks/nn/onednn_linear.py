@@ -2,13 +2,13 @@
 
 ``F.linear`` and ``torch.mm`` in float32 on the CPU call MKL's ``sgemm``. On AMD CPUs MKL takes
 a generic code path (it dispatches on the CPU vendor): on an AMD EPYC with AVX-512, 2 threads,
-it reached about 210 GFLOP/s at a Transformer layer's shapes (2,048 rows x 256 -> 1,024) where
-oneDNN's matrix multiplication, the library behind torch's bfloat16 CPU products and
-``torch.compile``'s frozen linears, reached 500: forward 2.2x, the input gradient 2.3x and the
-weight gradient 1.4-1.9x faster (``python benchmarks/linear_kernels.py``, JSON in
+it reached 190-200 GFLOP/s at a Transformer layer's shapes (2,048 rows, d_model 256, FFN 1,024)
+where oneDNN's matrix multiplication, the library behind torch's bfloat16 CPU products and
+``torch.compile``'s frozen linears, reached 380-400: the forward product 1.9-2.1x faster, forward
+and both gradient products together 1.5-1.9x (``python benchmarks/linear_kernels.py``,
 ``benchmarks/results/linear_kernels.json``). Intel CPUs get MKL's fast path; there oneDNN ran
 the vocabulary projection at MKL's speed (0.95-1.03x in ``benchmarks/decode_paths.py`` on an
-Intel Xeon, an earlier session), so this is expected to cost nothing there.
+Intel Xeon, an earlier session), so this is expected to cost nothing there (not measured).
 
 * :func:`linear`: ``F.linear(x, weight, bias)`` as an autograd function whose forward and
   backward products run in oneDNN (:class:`_OneDNNLinear`);
@@ -22,9 +22,10 @@ Used only where the result is what ``F.linear`` computes, in float32: CPU float3
 autocast (under ``bf16-mixed`` ``F.linear`` already runs in oneDNN, in bfloat16), not while
 tracing, scripting, exporting or compiling (graphs see plain ``linear``/``mm``), and a PyTorch
 built with oneDNN. Gradients are first-order only (``torch.autograd.grad(...,
-create_graph=True)`` through these layers is refused). Products are computed in another order than MKL's, so results differ from
-``F.linear``'s by float32 rounding (about ``1e-6`` relative), as between two BLAS libraries.
-Set the environment variable ``S2S_TASKS_ONEDNN_LINEAR=0`` to keep MKL (read at import).
+create_graph=True)`` through these layers is refused). Products are summed in another order
+than MKL's, so results differ from ``F.linear``'s by float32 rounding, as between two BLAS
+libraries. Set the environment variable ``S2S_TASKS_ONEDNN_LINEAR=0`` to keep MKL (read at
+import).
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 A decoding step multiplies a few rows (batch x beams) by every matrix of the decoder and by the
 ``(V, D)`` output projection, the largest. oneDNN with a weight reordered once into its blocked
 layout is the fastest float32 product for such short rows: at 32 and 128 rows, d_model 256, it
-ran the layers' products 1.3-2.3x and the vocabulary projection 2.5-2.8x faster than MKL's
+ran the layers' products 1.3-3.0x and the vocabulary projection 2.6-4.1x faster than MKL's
 ``F.linear`` on an AMD EPYC with AVX-512 (2 threads; ``python benchmarks/linear_kernels.py``),
 1.6-2x on the vocabulary projection on an AVX2 CPU, and about level with MKL on an Intel Xeon
 (earlier sessions' runs of ``benchmarks/decode_paths.py``, which switches the packing on and
@@ -73,9 +73,9 @@ _PROBES: Dict[int, Tensor] = {}  # in_features -> the fixed random vector of the
 
 @contextlib.contextmanager
 def packed_projections() -> Iterator[None]:
-    """Within this scope (a search) :func:`~s2s_tasks.nn.onednn_linear.apply_linear` uses packed weights: packed at first
-    use, or the earlier packing if the weights did not change since (see the module docstring).
-    Scopes nest and may be open in several threads at once."""
+    """Within this scope (a search) :func:`~s2s_tasks.nn.onednn_linear.apply_linear` uses packed
+    weights: packed at first use, or the earlier packing if the weights did not change since (see
+    the module docstring). Scopes nest and may be open in several threads at once."""
     global _OPEN_SCOPES, _SEARCH
     with _SCOPE_LOCK:
         if _OPEN_SCOPES == 0:
