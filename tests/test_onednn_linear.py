@@ -150,3 +150,16 @@ def test_layers_with_hooks_or_their_own_forward_run_their_call():
 
     doubled = Doubled(8, 6)
     torch.testing.assert_close(apply_linear(doubled, x), 2 * F.linear(x, doubled.weight, doubled.bias))
+
+
+def test_the_environment_switch_keeps_mkl_everywhere():
+    import os
+    import subprocess
+    import sys
+
+    check = ("from s2s_tasks.nn import onednn_linear, packed_linear; "
+             "print(onednn_linear.ENABLED, packed_linear._AVAILABLE)")
+    for value, expected in (("0", "False False"), ("1", f"{onednn_linear.ENABLED} {onednn_linear.ENABLED}")):
+        env = {**os.environ, "S2S_TASKS_ONEDNN_LINEAR": value}
+        out = subprocess.run([sys.executable, "-c", check], env=env, capture_output=True, text=True, check=True)
+        assert out.stdout.split() == expected.split(), out.stderr

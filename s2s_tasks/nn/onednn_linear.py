@@ -24,13 +24,12 @@ tracing, scripting, exporting or compiling (graphs see plain ``linear``/``mm``),
 built with oneDNN. Gradients are first-order only (``torch.autograd.grad(...,
 create_graph=True)`` through these layers is refused). Products are summed in another order
 than MKL's, so results differ from ``F.linear``'s by float32 rounding, as between two BLAS
-libraries. Set the environment variable ``S2S_TASKS_ONEDNN_LINEAR=0`` to keep MKL (read at
-import).
+libraries. Set the environment variable ``S2S_TASKS_ONEDNN_LINEAR=0`` to keep MKL for every
+float32 product, packed weights included (read at import).
 """
 
 from __future__ import annotations
 
-import os
 from typing import Any, Optional, Tuple
 
 import torch
@@ -49,7 +48,7 @@ def _ops_available() -> bool:
 
 
 #: whether :func:`linear` and :func:`matmul` may use oneDNN (benchmarks switch it to compare)
-ENABLED = _ops_available() and os.environ.get("S2S_TASKS_ONEDNN_LINEAR", "1") != "0"
+ENABLED = _ops_available() and packed_linear.onednn_allowed()
 
 
 def _product(x: Tensor, weight: Tensor, bias: Optional[Tensor]) -> Tensor:

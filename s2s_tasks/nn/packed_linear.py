@@ -34,12 +34,14 @@ their rounding error.
 
 Used only where it is exactly a linear layer's job and safe: a plain ``nn.Linear``, float32 CPU
 tensors, no autograd, no autocast, not while tracing, scripting or exporting (ONNX and
-TorchScript see the plain ``nn.Linear``), and a PyTorch built with oneDNN.
+TorchScript see the plain ``nn.Linear``), a PyTorch built with oneDNN, and the environment
+variable ``S2S_TASKS_ONEDNN_LINEAR`` not ``0``.
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
 import threading
 import weakref
 from typing import Dict, Iterator, NamedTuple, Optional, Tuple
@@ -107,7 +109,17 @@ def _ops_available() -> bool:
         return False
 
 
-_AVAILABLE = _ops_available()
+#: set to ``0`` to keep MKL for every float32 product: no packed weights here, no oneDNN products
+#: in :mod:`s2s_tasks.nn.onednn_linear` (read at import)
+ONEDNN_SWITCH = "S2S_TASKS_ONEDNN_LINEAR"
+
+
+def onednn_allowed() -> bool:
+    """Whether the environment allows oneDNN products (:data:`ONEDNN_SWITCH` is not ``0``)."""
+    return os.environ.get(ONEDNN_SWITCH, "1").strip() != "0"
+
+
+_AVAILABLE = _ops_available() and onednn_allowed()
 
 
 def plain_linear(layer: nn.Module) -> bool:
