@@ -55,7 +55,7 @@ def test_packed_rows_equal_the_weight_slices_and_follow_the_weights():
 
 
 @needs_onednn
-def test_a_search_packs_every_linear_layer_of_the_decoder_and_decodes_as_without():
+def test_a_search_packs_every_linear_layer_of_the_decoder_and_decodes_as_without(monkeypatch):
     torch.manual_seed(0)
     decoder = TransformerDecoder(30, 16, 4, 32, 2, dropout=0.0).eval()
     enc_out = EncoderOutput(states=torch.randn(3, 5, 16), mask=torch.ones(3, 5, dtype=torch.bool))
@@ -63,12 +63,8 @@ def test_a_search_packs_every_linear_layer_of_the_decoder_and_decodes_as_without
     packed = greedy_search(decoder, enc_out, **kwargs)
     layers = [m for m in decoder.modules() if type(m) is nn.Linear]
     assert len(layers) == 2 * 6 + 1 and all(m in packed_linear._PACKED for m in layers)
-    available = packed_linear._AVAILABLE
-    packed_linear._AVAILABLE = False
-    try:
-        plain = greedy_search(decoder, enc_out, **kwargs)
-    finally:
-        packed_linear._AVAILABLE = available
+    monkeypatch.setattr(packed_linear, "_AVAILABLE", False)
+    plain = greedy_search(decoder, enc_out, **kwargs)
     assert packed.tokens == plain.tokens
     torch.testing.assert_close(packed.scores, plain.scores, atol=1e-5, rtol=1e-5)
 
@@ -79,7 +75,7 @@ def test_packing_only_inside_a_scope_and_reused_by_the_next_while_the_weights_st
     x = torch.randn(2, 8)
     with torch.no_grad():
         torch.testing.assert_close(apply_linear(layer, x), layer(x))
-        assert layer not in packed_linear._PACKED  # outside any search: the layer itself
+        assert layer not in packed_linear._PACKED  # outside any search: never packed
         with packed_projections():
             with packed_projections():  # scopes nest
                 apply_linear(layer, x)
