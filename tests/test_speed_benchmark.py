@@ -1,5 +1,6 @@
 """benchmarks/speed.py runs end to end at tiny sizes (ours only, no transformers needed): the
-timings, the fused-loss and logits-loss training steps with either AdamW and the per-cell memory probes."""
+timings, the fused-loss and logits-loss training steps with either AdamW and either kind of linear
+layer, and the per-cell memory probes; benchmarks/linear_kernels.py runs too."""
 
 from __future__ import annotations
 
@@ -16,14 +17,15 @@ TINY = ["--no_hf", "--parts", "1,2", "--only", "train_fp32", "--only", "greedy",
         "--src_len", "6", "--tgt_len", "5", "--data", ""]
 
 
-@pytest.mark.parametrize("loss,optimizer", [("fused", "fused"), ("logits", "default")])
-def test_speed_benchmark_runs_and_measures_memory_per_cell(tmp_path, loss, optimizer):
+@pytest.mark.parametrize("loss,optimizer,linear", [("fused", "fused", "onednn"), ("logits", "default", "mkl")])
+def test_speed_benchmark_runs_and_measures_memory_per_cell(tmp_path, loss, optimizer, linear):
     out = tmp_path / "speed.json"
     proc = subprocess.run([sys.executable, str(SPEED), *TINY, "--ours_loss", loss, "--ours_adamw", optimizer,
-                           "--json", str(out)], capture_output=True, text=True, timeout=600)
+                           "--ours_linear", linear, "--json", str(out)], capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-2000:]
     result = json.loads(out.read_text())
     assert result["args"]["ours_loss"] == loss and result["args"]["ours_adamw"] == optimizer
+    assert result["args"]["ours_linear"] == linear
     for part in ("transformer", "rnn"):
         for kind in ("train_fp32", "greedy"):
             cell = result[part][kind]["ours"]
@@ -31,3 +33,19 @@ def test_speed_benchmark_runs_and_measures_memory_per_cell(tmp_path, loss, optim
             # measured in a fresh process (a number, not the None of a failed probe)
             assert isinstance(cell["peak_memory_mib"], float) and cell["peak_memory_mib"] >= 0
     assert "memory probe" not in proc.stdout  # no probe failed
+
+
+def test_linear_kernels_benchmark_runs_and_checks_every_variant(tmp_path):
+    from s2s_tasks.nn import onednn_linear
+
+    if not onednn_linear._ops_available():
+        pytest.skip("this PyTorch build has no oneDNN linear ops")
+    out = tmp_path / "kernels.json"
+    script = SPEED.parent / "linear_kernels.py"
+    proc = subprocess.run([sys.executable, str(script), "--threads", "1", "--repeats", "1", "--rows", "4",
+                           "--train_rows", "8", "--json", str(out)], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    rows = json.loads(out.read_text())["rows"]
+    assert {(r["kind"], r["rows"]) for r in rows} == {("forward", 4), ("train", 8)}
+    assert len(rows) == 2 * 5 and all(r["mkl_us"] > 0 and r["onednn_us"] > 0 for r in rows)
+    assert all(r["packed_us"] > 0 for r in rows if r["kind"] == "forward")
