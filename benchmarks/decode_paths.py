@@ -50,7 +50,7 @@ _REORDER = cache_types.reorder_kv_buffers
 
 def switch(packed: bool, reorder: bool) -> None:
     packed_linear._AVAILABLE = packed and packed_linear._ops_available()
-    onednn_linear.ENABLED = packed and onednn_linear._ops_available()
+    onednn_linear.ENABLED = packed and packed_linear._ops_available()
     cache_types.reorder_kv_buffers = _REORDER if reorder else _whole_buffer_reorder
 
 

@@ -32,7 +32,7 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import write_json  # noqa: E402
 
-from s2s_tasks.nn import onednn_linear  # noqa: E402
+from s2s_tasks.nn import onednn_linear, packed_linear  # noqa: E402
 
 #: (in_features, out_features) of the model's layers
 SHAPES = {"qkv": (256, 768), "attn_out": (256, 256), "ffn_in": (256, 1024), "ffn_out": (1024, 256), "vocab": (256, 8000)}
@@ -66,7 +66,7 @@ def main() -> None:
     parser.add_argument("--train_rows", type=int, default=2048)
     parser.add_argument("--json", default="benchmarks/results/linear_kernels.json")
     a = parser.parse_args()
-    if not onednn_linear._ops_available():
+    if not packed_linear._ops_available():
         raise SystemExit("this PyTorch build has no oneDNN linear ops (torch.ops.mkldnn._linear_pointwise): nothing to compare")
     torch.set_num_threads(a.threads)
     torch.manual_seed(0)

@@ -72,7 +72,6 @@ from common import cpu_description, write_json  # noqa: E402
 from s2s_tasks.generation import GenerationConfig, beam_search, generate, greedy_search  # noqa: E402
 from s2s_tasks.nn import onednn_linear, packed_linear  # noqa: E402
 from s2s_tasks.nn.linear_cross_entropy import decoder_losses  # noqa: E402
-from s2s_tasks.nn.packed_linear import packed_projections  # noqa: E402
 from s2s_tasks.nn.seq2seq import build_seq2seq  # noqa: E402
 from s2s_tasks.optim import adamw  # noqa: E402
 
@@ -233,7 +232,7 @@ def gemm_peak(dtype: torch.dtype, device: torch.device, a: argparse.Namespace, r
         w = torch.randn(n, k, device=device).to(dtype)
         # both layouts: x @ w^T as nn.Linear computes it, and x @ w with w stored (k, n)
         products = [lambda: F.linear(x, w), lambda w_kn=w.t().contiguous(): x @ w_kn]
-        if device.type == "cpu" and onednn_linear._ops_available():
+        if device.type == "cpu" and packed_linear._ops_available():
             products.append(lambda: torch.ops.mkldnn._linear_pointwise(x, w, None, "none", [], ""))
         for product in products:
             product()
@@ -316,7 +315,7 @@ class OursAdapter:
             strategy="beam" if beam > 1 else "greedy", beam_size=beam, max_length=new_tokens - 1,
             min_length=new_tokens - 1, length_penalty=1.0,
         )
-        with packed_projections():  # as Seq2SeqModule.decode: the encoder's products packed too
+        with packed_linear.packed_projections():  # as Seq2SeqModule.decode: the encoder's products packed too
             enc_out = self.model.encode(src, mask)
             out = generate(self.model.decoder, enc_out, bos_id=BOS, eos_id=EOS, config=config)
         assert all(len(h[0]) == new_tokens - 1 for h in out.tokens)
@@ -588,7 +587,7 @@ def real_data(a: argparse.Namespace, device: torch.device) -> Optional[Dict[str,
         out_tokens = 0
         sync(device)
         start = time.perf_counter()
-        with torch.no_grad(), packed_projections():  # as Seq2SeqModule.decode
+        with torch.no_grad(), packed_linear.packed_projections():  # as Seq2SeqModule.decode
             for indices in batches:
                 batch = vcollate(indices)
                 enc = model.encode(batch["src_ids"].to(device), batch["src_mask"].to(device))

@@ -36,9 +36,9 @@ def test_speed_benchmark_runs_and_measures_memory_per_cell(tmp_path, loss, optim
 
 
 def test_linear_kernels_benchmark_runs_and_checks_every_variant(tmp_path):
-    from s2s_tasks.nn import onednn_linear
+    from s2s_tasks.nn import packed_linear
 
-    if not onednn_linear._ops_available():
+    if not packed_linear._ops_available():
         pytest.skip("this PyTorch build has no oneDNN linear ops")
     out = tmp_path / "kernels.json"
     script = SPEED.parent / "linear_kernels.py"

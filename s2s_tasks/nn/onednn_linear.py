@@ -40,20 +40,19 @@ from torch.autograd.function import once_differentiable
 from . import packed_linear
 
 
-def _ops_available() -> bool:
-    try:
-        return torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
-    except (AttributeError, RuntimeError):  # an op namespace the build lacks
-        return False
-
-
-#: whether :func:`linear` and :func:`matmul` may use oneDNN (benchmarks switch it to compare)
-ENABLED = _ops_available() and packed_linear.onednn_allowed()
+#: whether :func:`linear` and :func:`matmul` may use oneDNN (benchmarks switch it to compare);
+#: the same ops and switch as the packed weights
+ENABLED = packed_linear._ops_available() and packed_linear.onednn_allowed()
 
 
 def _product(x: Tensor, weight: Tensor, bias: Optional[Tensor]) -> Tensor:
     """``x (M, K) @ weight (N, K)^T + bias`` in oneDNN; both operands may be strided (transposed views)."""
     return torch.ops.mkldnn._linear_pointwise(x, weight, bias, "none", [], "")
+
+
+def _forward(x: Tensor, weight: Tensor, bias: Optional[Tensor]) -> Tensor:
+    """:func:`_product` over every leading dimension of ``x (..., K)`` -> ``(..., N)``."""
+    return _product(x.reshape(-1, x.size(-1)), weight, bias).view(*x.shape[:-1], weight.size(0))
 
 
 def applies(*tensors: Optional[Tensor]) -> bool:
@@ -79,8 +78,7 @@ class _OneDNNLinear(torch.autograd.Function):
     def forward(ctx: Any, x: Tensor, weight: Tensor, bias: Optional[Tensor]) -> Tensor:  # type: ignore[override]
         ctx.save_for_backward(x, weight)
         ctx.has_bias = bias is not None
-        rows = x.reshape(-1, x.size(-1))
-        return _product(rows, weight, bias).view(*x.shape[:-1], weight.size(0))
+        return _forward(x, weight, bias)
 
     @staticmethod
     @once_differentiable
@@ -103,8 +101,7 @@ def linear(x: Tensor, weight: Tensor, bias: Optional[Tensor] = None) -> Tensor:
     if not applies(x, weight, bias) or x.numel() == 0:
         return F.linear(x, weight, bias)
     if not (torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (x, weight, bias))):
-        rows = x.reshape(-1, x.size(-1))
-        return _product(rows, weight.detach(), None if bias is None else bias.detach()).view(*x.shape[:-1], weight.size(0))
+        return _forward(x, weight.detach(), None if bias is None else bias.detach())
     return _OneDNNLinear.apply(x, weight, bias)
 
 

@@ -165,18 +165,18 @@ def _packed(linear: nn.Linear, rows: Rows) -> Tensor:
     cached = _PACKED.get(linear)
     with torch.no_grad():
         weight, bias = linear.weight.detach(), None if linear.bias is None else linear.bias.detach()
-        if cached is not None and cached.key == key and cached.search != _SEARCH:
-            unchanged = torch.equal(_fingerprint(weight), cached.fingerprint) and (
-                (bias is None and cached.bias is None)
-                or (bias is not None and cached.bias is not None and torch.equal(bias, cached.bias))
+        if cached is None or cached.key != key or cached.search != _SEARCH:
+            # new weights by their pointers and counters, or the first use in this search, where
+            # the fingerprint also catches swaps that move no counter (module docstring)
+            fingerprint = _fingerprint(weight)
+            same_bias = cached is not None and (
+                bias is None if cached.bias is None else bias is not None and torch.equal(bias, cached.bias)
             )
-            cached = cached._replace(search=_SEARCH) if unchanged else None
-            if cached is not None:
-                _PACKED[linear] = cached
-        elif cached is not None and cached.key != key:
-            cached = None
-        if cached is None:
-            cached = _PACKED[linear] = _Packed(key, _fingerprint(weight), None if bias is None else bias.clone(), {}, _SEARCH)
+            if same_bias and cached.key == key and torch.equal(fingerprint, cached.fingerprint):
+                cached = cached._replace(search=_SEARCH)
+            else:
+                cached = _Packed(key, fingerprint, None if bias is None else bias.clone(), {}, _SEARCH)
+            _PACKED[linear] = cached
         packed = cached.packs.get(rows)
         if packed is None:
             packed = cached.packs[rows] = torch.ops.mkldnn._reorder_linear_weight(weight[rows[0]:rows[1]], _PACK_ROWS_HINT)
