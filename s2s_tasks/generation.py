@@ -305,7 +305,8 @@ def _constrain(
     if no_repeat_ngram_size > 0 and prefix is not None:
         lprobs.masked_fill_(_banned_ngrams(prefix, no_repeat_ngram_size, lprobs.size(1)), NEG_INF)
     forced = step >= max_lengths  # (N,)
-    lprobs.masked_fill_(forced.unsqueeze(1), NEG_INF)
+    if lprobs.device.type != "cpu" or bool(forced.any()):  # on the CPU a check costs less than a pass over (N, V)
+        lprobs.masked_fill_(forced.unsqueeze(1), NEG_INF)
     lprobs[:, eos_id] = NEG_INF
     # EOS is allowed once min_length tokens exist, when forced (max beats min), and as the way
     # out when blocking left no other token.

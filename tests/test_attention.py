@@ -179,6 +179,31 @@ def test_mha_cross_attention_static_kv_cache_reuse():
     torch.testing.assert_close(out1, mha(q1, memory, memory, key_mask=mask)[0])
 
 
+@pytest.mark.parametrize("queries", [1, 4, 17])  # the explicit path (<= EXPLICIT_MAX_QUERIES) and SDPA
+def test_mha_static_kv_cache_masks_in_the_product_and_keeps_empty_rows_empty(queries):
+    """Later steps of a cross-attention cache add the key mask as 0 / -inf scores inside the
+    score product; a row without keys still attends to nothing, and rows with keys are unchanged
+    by an empty one beside them (``empty_rows`` is kept only when some row is empty)."""
+    torch.manual_seed(0)
+    mha = MultiHeadAttention(D, H).eval()
+    memory, mask = torch.randn(B, S, D), _mask()
+    query = torch.randn(B, queries, D)
+    with torch.no_grad():
+        _, _, cache = mha(query[:, :1], memory, memory, key_mask=mask, cache={}, static_kv=True)
+        assert cache["empty_rows"] is None and cache["bias"].shape == (B, H, 1, S)
+        expected_bias = torch.zeros(B, 1, 1, S).masked_fill(~mask[:, None, None], float("-inf")).expand(B, H, 1, S)
+        assert torch.equal(cache["bias"], expected_bias)
+        stepped, _, _ = mha(query, None, None, cache=cache, static_kv=True)
+        torch.testing.assert_close(stepped, mha(query, memory, memory, key_mask=mask)[0], atol=1e-6, rtol=1e-5)
+        empty = mask.clone()
+        empty[1] = False
+        _, _, cache = mha(query[:, :1], memory, memory, key_mask=empty, cache={}, static_kv=True)
+        assert cache["empty_rows"] is not None
+        stepped, _, _ = mha(query, None, None, cache=cache, static_kv=True)
+    torch.testing.assert_close(stepped[1], mha.out_proj.bias.expand(queries, D))
+    torch.testing.assert_close(stepped[[0, 2]], mha(query, memory, memory, key_mask=mask)[0][[0, 2]], atol=1e-6, rtol=1e-5)
+
+
 def test_mha_heads_must_divide():
     with pytest.raises(ValueError, match="num_heads"):
         MultiHeadAttention(10, 3)

@@ -2,6 +2,8 @@
 gradients as ``F.linear`` / ``torch.mm`` to float32 rounding, and the plain ops wherever oneDNN
 must not be used (other dtypes, autocast, tracing, switched off)."""
 
+import contextlib
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -167,3 +169,28 @@ def test_the_environment_switch_keeps_mkl_everywhere():
         env = {**os.environ, "S2S_TASKS_ONEDNN_LINEAR": value}
         out = subprocess.run([sys.executable, "-c", check], env=env, capture_output=True, text=True, check=True)
         assert out.stdout.split() == expected.split(), out.stderr
+
+
+@pytest.mark.parametrize("packed", [False, True])
+def test_apply_linear_with_relu_equals_the_layer_then_relu(packed):
+    """FeedForward's first layer: inside a search oneDNN applies the ReLU in the product, else
+    ``relu`` follows; both give ``relu(layer(x))`` (gradients too, outside a search)."""
+    from s2s_tasks.nn import packed_linear
+    from s2s_tasks.nn.encoders import FeedForward
+
+    torch.manual_seed(0)
+    layer = nn.Linear(16, 40)
+    x = torch.randn(3, 2, 16)
+    with torch.no_grad(), (packed_linear.packed_projections() if packed else contextlib.nullcontext()):
+        torch.testing.assert_close(apply_linear(layer, x, activation="relu"), F.relu(layer(x)), atol=1e-5, rtol=1e-5)
+        if packed and packed_linear._AVAILABLE:
+            assert layer in packed_linear._PACKED  # the fused, packed path ran
+        ffn = FeedForward(16, 40).eval()
+        first, _, _, second = ffn.net
+        torch.testing.assert_close(ffn(x), second(F.relu(first(x))), atol=1e-5, rtol=1e-5)
+    xg = x.clone().requires_grad_()
+    apply_linear(layer, xg, activation="relu").sum().backward()
+    expected = torch.autograd.grad(F.relu(layer(x.clone().requires_grad_())).sum(), layer.weight)[0]
+    torch.testing.assert_close(layer.weight.grad, expected, atol=1e-5, rtol=1e-5)
+    with pytest.raises(ValueError, match="activation"):
+        apply_linear(layer, x, activation="gelu")

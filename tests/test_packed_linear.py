@@ -205,9 +205,28 @@ def test_reorder_copies_filled_positions_into_spare_buffers():
     torch.testing.assert_close(kg.grad[:, 0, 0, 0], torch.tensor([1.0, 1.0, 0.0, 2.0]))
 
 
-def test_decoding_with_a_reorder_after_every_step_matches_teacher_forcing():
-    """Many reorders in a row (spare buffers swapping, the capacity doubling past 16 positions)
-    give the logits of teacher forcing on the correspondingly permuted sequences."""
+def test_reorder_moves_few_rows_in_place():
+    """When at most half of the rows move (most beams keep theirs), only those are copied, within
+    the buffers themselves; a swap reads both rows before writing either."""
+    torch.manual_seed(0)
+    k, v = torch.randn(4, 2, 16, 3), torch.randn(4, 2, 16, 3)
+    cache = {"k": k.clone(), "v": v.clone(), "filled": 5}
+    buffers = (cache["k"], cache["v"])
+    expected_k, expected_v = k.clone(), v.clone()
+    for rows in ([1, 0, 2, 3], [0, 0, 2, 3], [0, 1, 2, 3]):
+        rows = torch.tensor(rows)
+        cache = reorder_kv_buffers(cache, rows)
+        expected_k[:, :, :5], expected_v[:, :, :5] = expected_k[rows, :, :5], expected_v[rows, :, :5]
+        assert cache["k"] is buffers[0] and cache["v"] is buffers[1] and "spare" not in cache
+        torch.testing.assert_close(cache["k"], expected_k)  # positions past "filled" untouched too
+        torch.testing.assert_close(cache["v"], expected_v)
+
+
+@pytest.mark.parametrize("moves", ["permutation", "one row"])
+def test_decoding_with_a_reorder_after_every_step_matches_teacher_forcing(moves):
+    """Many reorders in a row (spare buffers swapping, rows moved in place, the capacity doubling
+    past 16 positions) give the logits of teacher forcing on the correspondingly permuted
+    sequences."""
     torch.manual_seed(0)
     batch, steps, vocab = 4, 20, 11
     decoder = TransformerDecoder(vocab, 16, 4, 32, 2, dropout=0.0).eval()
@@ -221,6 +240,10 @@ def test_decoding_with_a_reorder_after_every_step_matches_teacher_forcing():
         for t in range(steps):
             logits, cache = decoder.step(tgt[order, t], enc_out.index_select(order), cache)
             torch.testing.assert_close(logits, full[order, t], atol=1e-5, rtol=1e-5)
-            perm = torch.randperm(batch)
+            if moves == "permutation":
+                perm = torch.randperm(batch)
+            else:  # one beam takes another's place: the in-place path
+                perm = torch.arange(batch)
+                perm[t % batch] = (t + 1) % batch
             cache = decoder.reorder_cache(cache, perm)
             order = order[perm]

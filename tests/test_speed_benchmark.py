@@ -49,3 +49,18 @@ def test_linear_kernels_benchmark_runs_and_checks_every_variant(tmp_path):
     assert {(r["kind"], r["rows"]) for r in rows} == {("forward", 4), ("train", 8)}
     assert len(rows) == 2 * 5 and all(r["mkl_us"] > 0 and r["onednn_us"] > 0 for r in rows)
     assert all(r["packed_us"] > 0 for r in rows if r["kind"] == "forward")
+
+
+def test_attention_kernels_benchmark_runs_and_restores_the_threshold(tmp_path):
+    from s2s_tasks.nn import attention
+
+    out = tmp_path / "attention.json"
+    script = SPEED.parent / "attention_kernels.py"
+    proc = subprocess.run([sys.executable, str(script), "--threads", "1", "--repeats", "1", "--d_model", "16",
+                           "--heads", "2", "--keys", "8", "--rows", "2", "--queries", "1", "4", "--budget", "0.001",
+                           "--json", str(out)], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    result = json.loads(out.read_text())
+    assert [(r["rows"], r["queries"]) for r in result["results"]] == [(2, 1), (2, 4)]
+    assert all(r["sdpa_us"] > 0 and r["explicit_us"] > 0 for r in result["results"])
+    assert result["explicit_max_queries"] == attention.EXPLICIT_MAX_QUERIES

@@ -25,6 +25,9 @@ from .dropout import dropout
 from .onednn_linear import apply_linear
 
 LUONG_SCORES = ("dot", "general", "concat")
+# Up to this many queries a row, MultiHeadAttention on the CPU computes softmax(Q K^T) V with two
+# batched products instead of F.scaled_dot_product_attention (see its forward).
+EXPLICIT_MAX_QUERIES = 16
 
 
 def masked_softmax(scores: Tensor, mask: Optional[Tensor], dim: int = -1) -> Tensor:
@@ -205,7 +208,9 @@ class MultiHeadAttention(nn.Module):
       receives it: keep the returned one); beam search reorders only the filled positions, into
       ``"spare"`` buffers (:func:`~s2s_tasks.nn.types.reorder_kv_buffers`);
     * cross-attention (``static_kv=True``): the encoder states are projected once; the cache
-      also keeps the boolean key mask, so later steps build no masks.
+      also keeps the boolean key mask and the same mask as additive scores (``"bias"``, 0 or
+      ``-inf``, ``(B, heads, 1, S)``), so later steps build no masks, and ``"empty_rows"`` only
+      when some row has no key at all.
     """
 
     def __init__(self, d_model: int, num_heads: int, dropout: float = 0.0) -> None:
@@ -300,9 +305,10 @@ class MultiHeadAttention(nn.Module):
         new_cache = cache
         mask: Optional[Tensor] = None
         empty_rows: Optional[Tensor] = None
+        bias: Optional[Tensor] = None  # the mask as 0 / -inf scores (B, heads, 1, S), from a static_kv cache
         if cache is not None and static_kv and "k" in cache:
             q = self._project(query, 0, 1)[0]
-            k, v, mask, empty_rows = cache["k"], cache["v"], cache["mask"], cache["empty_rows"]
+            k, v, mask, empty_rows, bias = cache["k"], cache["v"], cache["mask"], cache["empty_rows"], cache.get("bias")
             key_mask = None  # already in the cached mask
         else:
             if key is None or value is None:
@@ -318,9 +324,12 @@ class MultiHeadAttention(nn.Module):
         past = src_len - tgt_len
         dropout_p = self.dropout if self.training else 0.0
         # the explicit softmax path: for the weights; on the CPU for our faster dropout mask, and
-        # for a single query (an incremental step), where two batched matrix-vector products beat
-        # the CPU flash-attention kernel, which is tiled for blocks of queries
-        explicit = need_weights or (q.device.type == "cpu" and (dropout_p > 0 or tgt_len == 1))
+        # for a few queries (an incremental step; beams that share a source row attend as k
+        # queries), where two batched products beat the CPU flash-attention kernel, which is tiled
+        # for blocks of queries: a cross-attention step of 32 rows took 270 against 405 us with 4
+        # queries a row, 629 against 763 with 16 (projections included; AMD EPYC, 2 threads;
+        # benchmarks/attention_kernels.py, results/attention_kernels_epyc_avx512.json)
+        explicit = need_weights or (q.device.type == "cpu" and (dropout_p > 0 or tgt_len <= EXPLICIT_MAX_QUERIES))
 
         # Boolean mask, True = may attend, broadcastable to (B, heads, T, S).
         use_is_causal = False
@@ -340,17 +349,27 @@ class MultiHeadAttention(nn.Module):
         if cache is not None and static_kv and "k" not in cache:
             # contiguous once, so that every later step reads them as batched matrices without a copy
             k, v = k.contiguous(), v.contiguous()
-            new_cache = {**cache, "k": k, "v": v, "mask": mask, "empty_rows": empty_rows}
+            if empty_rows is not None and not bool(empty_rows.any()):  # one check a search, not a fill a step
+                empty_rows = None
+            if mask is not None and mask.size(2) == 1:  # later steps add it in the score product (baddbmm)
+                bias = torch.zeros(batch_size, self.num_heads, 1, src_len, dtype=q.dtype, device=q.device)
+                bias.masked_fill_(~mask, float("-inf"))
+            new_cache = {**cache, "k": k, "v": v, "mask": mask, "empty_rows": empty_rows, "bias": bias}
 
         weights: Optional[Tensor] = None
         if explicit:
             # batched products over (B * heads) matrices; flatten(0, 1) is a view for the cache
             # buffers (no copy of the keys and values per step, which torch.matmul would make)
             heads = q.size(1)
-            q3 = q.reshape(batch_size * heads, tgt_len, self.head_dim) * (1.0 / math.sqrt(self.head_dim))
-            scores = torch.bmm(q3, k.flatten(0, 1).transpose(1, 2)).view(batch_size, heads, tgt_len, src_len)
-            if mask is not None:
-                scores = scores.masked_fill(~mask, float("-inf"))
+            q3 = q.reshape(batch_size * heads, tgt_len, self.head_dim)
+            keys_t = k.flatten(0, 1).transpose(1, 2)
+            scale = 1.0 / math.sqrt(self.head_dim)
+            if bias is not None:  # mask and scale inside the product: 22 against 34 us (32 rows, 64 keys; ad hoc)
+                scores = torch.baddbmm(bias.flatten(0, 1), q3, keys_t, alpha=scale).view(batch_size, heads, tgt_len, src_len)
+            else:
+                scores = torch.bmm(q3 * scale, keys_t).view(batch_size, heads, tgt_len, src_len)
+                if mask is not None:
+                    scores = scores.masked_fill(~mask, float("-inf"))
             # softmax kernels accumulate in float32 for half-precision inputs: no float32 round trip
             weights = torch.softmax(scores, dim=-1)
             if empty_rows is not None:

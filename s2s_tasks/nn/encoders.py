@@ -120,7 +120,12 @@ class FeedForward(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         first, activation, dropout, second = self.net
-        return apply_linear(second, dropout(activation(apply_linear(first, x))))
+        if type(activation) is nn.ReLU and not (activation._forward_hooks or activation._forward_pre_hooks):
+            # inside a search, oneDNN applies the ReLU as the product's last step
+            hidden = apply_linear(first, x, activation="relu")
+        else:
+            hidden = activation(apply_linear(first, x))
+        return apply_linear(second, dropout(hidden))
 
 
 class TransformerEncoderLayer(nn.Module):

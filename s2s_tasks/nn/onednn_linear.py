@@ -113,18 +113,23 @@ def matmul(a: Tensor, b: Tensor) -> Tensor:
     return _product(a, b.t(), None)
 
 
-def apply_linear(layer: nn.Module, x: Tensor, rows: Optional[slice] = None) -> Tensor:
+def apply_linear(layer: nn.Module, x: Tensor, rows: Optional[slice] = None, activation: str = "none") -> Tensor:
     """``layer(x)`` for a linear ``layer``, ``x (..., in_features)`` -> ``(..., out_features)``, or
     with ``rows`` (a ``slice`` of the weight's rows) only those output features, as
     :class:`~s2s_tasks.nn.attention.MultiHeadAttention` projects queries alone with the first
-    third of its fused Q/K/V matrix.
+    third of its fused Q/K/V matrix; ``activation="relu"`` returns ``relu(layer(x))``.
 
     Inside a search (:func:`~s2s_tasks.nn.packed_linear.packed_projections`) a plain
-    ``nn.Linear`` uses its oneDNN-packed weight; otherwise :func:`linear`. Other layers (LoRA,
-    quantized ...) and layers with hooks run their own call (with ``rows``: ``linear`` of the
-    weight's rows, as before these kernels)."""
-    if packed_linear.usable(layer, x):
-        return packed_linear.packed_product(layer, x, rows)
+    ``nn.Linear`` uses its oneDNN-packed weight (with the ReLU fused into the product); otherwise
+    :func:`linear`. Other layers (LoRA, quantized ...) and layers with hooks run their own call
+    (with ``rows``: ``linear`` of the weight's rows, as before these kernels)."""
+    if activation not in ("none", "relu"):
+        raise ValueError(f"activation must be 'none' or 'relu', got {activation!r}")
+    out = packed_linear.packed_product(layer, x, rows, activation)
+    if out is not None:
+        return out
     if rows is None:
-        return linear(x, layer.weight, layer.bias) if packed_linear.plain_linear(layer) else layer(x)
-    return linear(x, layer.weight[rows], None if layer.bias is None else layer.bias[rows])
+        out = linear(x, layer.weight, layer.bias) if packed_linear.plain_linear(layer) else layer(x)
+    else:
+        out = linear(x, layer.weight[rows], None if layer.bias is None else layer.bias[rows])
+    return out if activation == "none" else torch.relu(out)

@@ -11,7 +11,7 @@ off on whole decodes). This is the same primitive ``torch.compile`` uses for fro
 (``mkldnn._linear_pointwise``), called directly because compiling pays only for long decoding
 jobs on the CPUs we target (greedy 1.36x after 74 s of compiling; ``benchmarks/compile.py`` and
 the README). Layers reach it through :func:`s2s_tasks.nn.onednn_linear.apply_linear`, which
-uses the packed weight where :func:`usable` allows and oneDNN's unpacked product otherwise.
+uses the packed weight where :func:`packed_product` may and oneDNN's unpacked product otherwise.
 
 Packing happens only inside :func:`packed_projections`, which every search of
 :mod:`s2s_tasks.generation` enters, and with it ``Seq2SeqModule``'s decoding and evaluation
@@ -56,10 +56,12 @@ _PACK_ROWS_HINT = 64
 
 
 class _Packed(NamedTuple):
-    key: tuple  # data pointers and version counters of weight and bias
+    weight: Tensor  # the weight and bias tensors packed (kept, so that identity means the same tensor)
+    bias: Optional[Tensor]
+    versions: Tuple[int, int]  # their version counters then (the bias's 0 without a bias)
     fingerprint: Tensor  # weight @ a fixed random vector, (out_features,)
-    bias: Optional[Tensor]  # a copy of the bias
-    packs: Dict[Rows, Tensor]  # (first, end) output rows -> the oneDNN-packed weight rows
+    bias_copy: Optional[Tensor]  # a copy of the bias values
+    packs: Dict[Rows, Tuple[Tensor, Optional[Tensor]]]  # (first, end) output rows -> packed weight rows, bias rows
     search: int  # the search that last checked the fingerprint
 
 
@@ -128,65 +130,80 @@ def plain_linear(layer: nn.Module) -> bool:
     would run (a user's, or ``torch.nn.utils.prune``'s, which recomputes the weight)."""
     if type(layer) is not nn.Linear:
         return False
-    own = ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks", "_backward_pre_hooks")
-    if any(getattr(layer, name, None) for name in own):
+    if layer._forward_hooks or layer._forward_pre_hooks or layer._backward_hooks or layer._backward_pre_hooks:
         return False
-    hooks = torch.nn.modules.module
-    return not any(getattr(hooks, f"_global{name}", None) for name in own)
+    return not (_hooks._global_forward_hooks or _hooks._global_forward_pre_hooks
+                or _hooks._global_backward_hooks or _hooks._global_backward_pre_hooks)
 
 
-def usable(linear: nn.Module, x: Tensor) -> bool:
-    """Whether ``linear(x)`` may use the packed weight here (see the module docstring)."""
+_hooks = torch.nn.modules.module  # the global hook registries, read at every call
+_float32 = torch.float32
+
+
+def packed_product(linear: nn.Module, x: Tensor, rows: Optional[slice] = None, activation: str = "none") -> Optional[Tensor]:
+    """``linear(x)`` (with ``rows``, only those output features; with ``activation="relu"``, its
+    ReLU, applied by oneDNN as the product's last step) through the packed weight, for ``x (...,
+    in_features)``; ``None`` where the packed weight may not be used (see the module docstring):
+    callers use :func:`s2s_tasks.nn.onednn_linear.apply_linear`, which then computes it otherwise.
+
+    This runs for every layer at every decoding step, so its checks are ordered cheapest first and
+    read the module's dictionaries directly: about 2 us on top of oneDNN's product (about 12 us
+    for a tiny one), where the first version's checks took about 15 (2 threads, AMD EPYC).
+    """
     if not _AVAILABLE or _OPEN_SCOPES == 0 or not plain_linear(linear):
-        return False
-    weight = linear.weight
-    if x.device.type != "cpu" or x.dtype != torch.float32 or weight.dtype != torch.float32 or weight.device.type != "cpu":
-        return False
+        return None
+    if x.dtype is not _float32 or not x.is_cpu:
+        return None
+    params = linear._parameters
+    weight, bias = params["weight"], params["bias"]
     if torch.is_grad_enabled() and (weight.requires_grad or x.requires_grad):
-        return False
+        return None
     if torch.is_autocast_enabled("cpu"):
-        return False
-    if torch.jit.is_scripting() or torch.jit.is_tracing() or torch.onnx.is_in_onnx_export() or torch.compiler.is_compiling():
-        return False
-    # inference tensors (weights made under torch.inference_mode) have no version counter to key the cache on
-    return not weight.is_inference() and not (linear.bias is not None and linear.bias.is_inference())
-
-
-def _key(linear: nn.Linear) -> Tuple[int, int, Optional[int], Optional[int]]:
-    bias = linear.bias
-    return (linear.weight.data_ptr(), linear.weight._version,
-            None if bias is None else bias.data_ptr(), None if bias is None else bias._version)
-
-
-def _packed(linear: nn.Linear, rows: Rows) -> Tensor:
-    """The packed weight rows ``rows`` of ``linear``: the earlier packing while the weights did not
-    change, else packed now (every row range of the layer is dropped when the weights change)."""
-    key = _key(linear)
+        return None
+    # torch.onnx's exporters trace (TorchScript) or go through torch.export (compiling)
+    if torch._C._get_tracing_state() is not None or torch.jit.is_scripting() or torch.compiler.is_compiling():
+        return None
     cached = _PACKED.get(linear)
-    with torch.no_grad():
-        weight, bias = linear.weight.detach(), None if linear.bias is None else linear.bias.detach()
-        if cached is None or cached.key != key or cached.search != _SEARCH:
-            # new weights by their pointers and counters, or the first use in this search, where
-            # the fingerprint also catches swaps that move no counter (module docstring)
-            fingerprint = _fingerprint(weight)
-            same_bias = cached is not None and (
-                bias is None if cached.bias is None else bias is not None and torch.equal(bias, cached.bias)
+    if (
+        cached is None or cached.search != _SEARCH or cached.weight is not weight or cached.bias is not bias
+        or cached.versions != (weight._version, 0 if bias is None else bias._version)
+    ):
+        cached = _renew(linear, weight, bias, cached)
+        if cached is None:
+            return None
+    span = (0, weight.size(0)) if rows is None else rows.indices(weight.size(0))[:2]
+    pack = cached.packs.get(span)
+    if pack is None:
+        with torch.no_grad():
+            pack = cached.packs[span] = (
+                torch.ops.mkldnn._reorder_linear_weight(weight.detach()[span[0]:span[1]], _PACK_ROWS_HINT),
+                None if bias is None else bias.detach()[span[0]:span[1]],
             )
-            if same_bias and cached.key == key and torch.equal(fingerprint, cached.fingerprint):
-                cached = cached._replace(search=_SEARCH)
-            else:
-                cached = _Packed(key, fingerprint, None if bias is None else bias.clone(), {}, _SEARCH)
-            _PACKED[linear] = cached
-        packed = cached.packs.get(rows)
-        if packed is None:
-            packed = cached.packs[rows] = torch.ops.mkldnn._reorder_linear_weight(weight[rows[0]:rows[1]], _PACK_ROWS_HINT)
-    return packed
+    return torch.ops.mkldnn._linear_pointwise(x.contiguous(), pack[0], pack[1], activation, [], "")
 
 
-def packed_product(linear: nn.Linear, x: Tensor, rows: Optional[slice] = None) -> Tensor:
-    """``linear(x)`` (with ``rows``, only those output features) through the packed weight, for
-    ``x (..., in_features)`` where :func:`usable` holds; callers use
-    :func:`s2s_tasks.nn.onednn_linear.apply_linear`, which checks that."""
-    span = (0, linear.weight.size(0)) if rows is None else rows.indices(linear.weight.size(0))[:2]
-    bias = linear.bias.detach()[span[0]:span[1]] if linear.bias is not None else None
-    return torch.ops.mkldnn._linear_pointwise(x.contiguous(), _packed(linear, span), bias, "none", [], "")
+def _renew(linear: nn.Linear, weight: Tensor, bias: Optional[Tensor], cached: Optional[_Packed]) -> Optional[_Packed]:
+    """The cache entry of ``linear`` for this search: ``cached`` (its packings kept) when the weights
+    are the ones it packed, else a new entry whose row ranges are packed at first use; ``None``
+    for weights that cannot be packed here."""
+    if weight.dtype is not _float32 or not weight.is_cpu or (bias is not None and (bias.dtype is not _float32 or not bias.is_cpu)):
+        return None
+    # inference tensors (weights made under torch.inference_mode) have no version counter to key the cache on
+    if weight.is_inference() or (bias is not None and bias.is_inference()):
+        return None
+    versions = (weight._version, 0 if bias is None else bias._version)
+    with torch.no_grad():
+        w, b = weight.detach(), None if bias is None else bias.detach()
+        # the first use in this search (or other tensors or counters): the fingerprint also
+        # catches swaps that move no counter (module docstring)
+        fingerprint = _fingerprint(w)
+        same = (
+            cached is not None and cached.weight is weight and cached.bias is bias and cached.versions == versions
+            and (b is None or torch.equal(b, cached.bias_copy)) and torch.equal(fingerprint, cached.fingerprint)
+        )
+        if same:
+            cached = cached._replace(search=_SEARCH)
+        else:
+            cached = _Packed(weight, bias, versions, fingerprint, None if b is None else b.clone(), {}, _SEARCH)
+    _PACKED[linear] = cached
+    return cached
