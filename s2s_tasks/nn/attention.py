@@ -246,11 +246,14 @@ class MultiHeadAttention(nn.Module):
         product, each split into heads ``(B, heads, T, D/heads)``."""
         d = self.d_model
         rows = slice(first * d, (first + count) * d)
-        project_rows = getattr(self.in_proj, "forward_rows", None)  # a LoRA layer adds its update (nn/peft.py)
+        in_proj = self.in_proj
+        # a LoRA layer adds its update (nn/peft.py); a plain nn.Linear skips the attribute lookup,
+        # which costs an AttributeError on a module
+        project_rows = None if type(in_proj) is nn.Linear else getattr(in_proj, "forward_rows", None)
         if project_rows is not None:
             out = project_rows(x, rows)
         else:
-            out = apply_linear(self.in_proj, x, rows)
+            out = apply_linear(in_proj, x, rows)
         out = out.view(x.size(0), x.size(1), count, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
         return list(out.unbind(0))
 
@@ -374,7 +377,7 @@ class MultiHeadAttention(nn.Module):
             weights = torch.softmax(scores, dim=-1)
             if empty_rows is not None:
                 weights = weights.masked_fill(empty_rows, 0.0)
-            dropped = dropout(weights, dropout_p, self.training).view(batch_size * heads, tgt_len, src_len)
+            dropped = (dropout(weights, dropout_p, self.training) if dropout_p > 0 else weights).view(batch_size * heads, tgt_len, src_len)
             attn = torch.bmm(dropped, v.flatten(0, 1)).view(batch_size, heads, tgt_len, self.head_dim)
             if not need_weights:
                 weights = None
