@@ -67,6 +67,23 @@ def test_gradients_for_any_weighting_of_the_two_outputs(mix):
         torch.testing.assert_close(mine, theirs, rtol=1e-9, atol=1e-10)
 
 
+def test_targets_whose_probability_underflows_float32_keep_their_exact_loss():
+    """The loss reads log p_t as z_t - lse, not as the log of a softmax value: a target 200 nats
+    below the best token (p_t about 1e-87, zero in float32) still counts 200."""
+    hidden, weight, bias, target = operands(n=6)
+    weight = weight * 40.0  # logits spread over hundreds
+    fused = grads_of(lambda h, w, b: linear_cross_entropy(h, w, b, target, ignore_index=PAD, label_smoothing=0.1, rows=4),
+                     hidden, weight, bias)
+    ref = grads_of(lambda h, w, b: reference(h.double(), w.double(), b.double(), target, 0.1), hidden, weight, bias)
+    logits = F.linear(hidden, weight, bias).double()
+    counted = target != PAD
+    assert (logits.log_softmax(-1).gather(1, target[:, None])[counted] < -88).any()  # below float32's range
+    torch.testing.assert_close(fused[0].double(), ref[0], rtol=1e-5, atol=1e-3)
+    torch.testing.assert_close(fused[1].double(), ref[1], rtol=1e-5, atol=1e-3)
+    for mine, theirs in zip(fused[2], ref[2]):
+        torch.testing.assert_close(mine.double(), theirs.double(), rtol=1e-4, atol=1e-4)
+
+
 def test_gradcheck_without_bias():
     hidden, weight, _, target = operands(torch.float64, n=9, d=4)
     leaves = (hidden.requires_grad_(), weight.requires_grad_())

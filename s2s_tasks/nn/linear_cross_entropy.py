@@ -6,20 +6,25 @@ writes the same ``(N, V)`` float32 gradient again. At ``N`` 2,048 and ``V`` 8,00
 tensors is 65 MB, so the loss is bound by memory traffic, not arithmetic: in a profiled bf16
 step the log-softmax alone, forward and backward, was about a tenth of the step.
 
-:func:`linear_cross_entropy` never materialises them. The forward pass multiplies ``rows``
-rows at a time, takes each chunk's float32 log-softmax at the targets and sums the losses (the
-label-smoothing term needs only the mean logit of a row, ``h . mean_v W_v + mean_v b_v``); the
-backward pass recomputes each chunk's logits (one more matrix product), turns them into
-``softmax + onehot`` terms and multiplies them into the gradients of ``h``, ``W`` and ``b``
-while the chunk is still in cache; the gradient's scale and its constant part are applied once
-to the sums. In a low-precision dtype (bf16 autocast) the chunks' gradients are gathered, up to
-2**24 elements (32 MB), so that the weight gradient is one product and one conversion to float32
-instead of one per chunk. This is the scheme of fused "linear cross-entropy" kernels (e.g.
-Liger-Kernel's, Hsu et al., 2024), written with PyTorch operations. Measured at N 2,048, D 256,
-V 8,000 on 2 threads of an AVX-512/AMX CPU (forward and backward of projection + loss; a
-micro-benchmark while building this, over four runs on a noisy machine; the whole training step
-is measured in ``benchmarks/speed.py``): float32 180-200 -> 129-146 ms, bf16 autocast 125-147 ->
-60-64 ms at 256 rows per chunk (128 and 512 rows: bf16 65-82 ms).
+:func:`linear_cross_entropy` never materialises them. It multiplies ``rows`` rows at a time
+and takes each chunk's float32 softmax ``P``, from which it sums the losses (the
+label-smoothing term needs only the mean logit of a row, ``h . mean_v W_v + mean_v b_v``). The
+gradient is linear in the gradients of the two outputs (loss and NLL), and only its softmax part
+needs the logits; so when gradients are wanted the same pass, while the chunk is in cache,
+multiplies ``P`` into ``P W`` and ``P^T h`` and sums its columns, and backward adds the
+``onehot`` parts (rows of ``W`` and of ``h`` picked by the targets) and the constant part (a
+rank-one term) with the gradients' scales. In a low-precision dtype (bf16 autocast) the chunks'
+``P`` are gathered, up to 2**24 elements (32 MB), so that ``P^T h`` is one product and one
+conversion to float32 instead of one per chunk. This is the scheme of fused "linear
+cross-entropy" kernels (e.g. Liger-Kernel's, Hsu et al., 2024, which also take the gradient in
+the forward pass), written with PyTorch operations. Measured at N 2,048, D 256, V 8,000 on 2
+threads of an AVX-512/AMX CPU (forward and backward of projection + loss; a micro-benchmark
+while building the first version, over four runs on a noisy machine; the whole training step is
+measured in ``benchmarks/speed.py``): float32 180-200 -> 129-146 ms, bf16 autocast 125-147 ->
+60-64 ms at 256 rows per chunk (128 and 512 rows: bf16 65-82 ms). That first version recomputed
+each chunk's logits in backward (one more matrix product) and took a log-softmax in forward and
+a softmax in backward; the current one, against it, interleaved in one process on an AMD EPYC
+(2 threads, ad hoc): float32 112 -> 87 ms, bf16 70 -> 62 ms.
 
 The loss is the one ``F.cross_entropy(..., label_smoothing=eps, reduction="sum")`` defines
 (Szegedy et al., 2016, §7): per token ``(1 - eps) * NLL + eps * mean_v(-log p_v)``, with
@@ -35,6 +40,7 @@ from typing import Any, Optional, Tuple
 
 import torch
 from torch import Tensor
+from torch.autograd.function import once_differentiable
 
 from . import onednn_linear
 from .onednn_linear import linear, matmul
@@ -63,60 +69,33 @@ def _autocast_state(device: torch.device) -> Optional[torch.dtype]:
 
 
 class _LinearCrossEntropy(torch.autograd.Function):
-    """Forward and backward over row chunks (module docstring). Under autocast the operands are
-    cast to the autocast dtype once per pass, not per chunk, and the products run in it; the
-    softmax and every sum run in float32 (float64 for float64 inputs)."""
+    """Forward over row chunks (module docstring), computing in the same pass, when gradients are
+    wanted, the parts of the gradients that need the softmax. Under autocast the operands are cast
+    to the autocast dtype once per pass, not per chunk, and the products run in it; the softmax
+    and every sum run in float32 (float64 for float64 inputs)."""
 
     @staticmethod
     def forward(  # type: ignore[override]
-        ctx: Any, hidden: Tensor, weight: Tensor, bias: Optional[Tensor], target: Tensor, label_smoothing: float, rows: int
+        ctx: Any, hidden: Tensor, weight: Tensor, bias: Optional[Tensor], target: Tensor, label_smoothing: float, rows: int,
+        wants: Tuple[bool, bool, bool],
     ) -> Tuple[Tensor, Tensor]:
-        n = hidden.size(0)
+        n, vocab = hidden.size(0), weight.size(0)
         autocast = _autocast_state(hidden.device)
         h, w, b = _operands(hidden, weight, bias, autocast)
         acc = torch.promote_types(torch.float32, hidden.dtype)
         nll = torch.zeros((), dtype=acc, device=hidden.device)
         lse_sum = torch.zeros((), dtype=acc, device=hidden.device)
-        with torch.autocast(hidden.device.type, enabled=False):
-            for start in range(0, n, rows):
-                t = target[start : start + rows].unsqueeze(1)
-                logits = linear(h[start : start + rows], w, b)
-                # in float32 (float64) however low the logits' dtype, in one pass that writes once
-                log_probs = torch.log_softmax(logits, dim=-1, dtype=acc)
-                picked = log_probs.gather(1, t)
-                nll -= picked.sum()
-                if label_smoothing > 0:  # log-sum-exp = z_t - log p_t
-                    lse_sum += (logits.gather(1, t).to(acc) - picked).sum()
-            loss = nll
-            if label_smoothing > 0:
-                # -mean_v log p_v = lse - mean_v z_v, and mean_v z_v = h . mean_v W_v + mean_v b_v:
-                # one (D,) product per row instead of a pass over the logits
-                mean_logit = hidden.to(acc).sum(0) @ weight.to(acc).mean(0) + (0.0 if bias is None else n * bias.to(acc).mean())
-                loss = (1.0 - label_smoothing) * nll + label_smoothing * (lse_sum - mean_logit)
-        ctx.save_for_backward(hidden, weight, bias, target)
-        ctx.label_smoothing, ctx.rows, ctx.autocast = label_smoothing, rows, autocast
-        return loss, nll
-
-    @staticmethod
-    def backward(ctx: Any, grad_loss: Tensor, grad_nll: Tensor):  # type: ignore[override]
-        hidden, weight, bias, target = ctx.saved_tensors
-        eps, rows = ctx.label_smoothing, ctx.rows
-        h, w, b = _operands(hidden, weight, bias, ctx.autocast)
-        acc, vocab, n = torch.promote_types(torch.float32, hidden.dtype), weight.size(0), hidden.size(0)
-        # d(g_loss * loss + g_nll * nll)/dz = s softmax(z) + a onehot(target) - c, with
-        # s = g_loss + g_nll, a = -(g_loss (1 - eps) + g_nll), c = g_loss eps / V. A chunk holds
-        # softmax(z) + (a / s) onehot; s scales the products once at the end, and the constant c
-        # enters them as rank-one terms, so no extra pass over a chunk is needed for either.
-        g_loss, g_nll = float(grad_loss), float(grad_nll)
-        s, a, c = g_loss + g_nll, -(g_loss * (1.0 - eps) + g_nll), g_loss * eps / vocab
-        want_h, want_w, want_b = ctx.needs_input_grad[0], ctx.needs_input_grad[1], bias is not None and ctx.needs_input_grad[2]
-        grad_hidden = torch.empty(hidden.shape, dtype=acc, device=hidden.device) if want_h else None
-        grad_weight = torch.zeros(weight.shape, dtype=acc, device=weight.device) if want_w else None
-        grad_bias = torch.zeros(vocab, dtype=acc, device=weight.device) if want_b else None
-        # In a low-precision dtype the weight gradient of a chunk comes out of the product in that
-        # dtype and must be added to the float32 sum (a slow conversion of the whole (V, D)
-        # matrix); so chunks are gathered in a buffer of up to _GROUP_ELEMENTS and multiplied
-        # into the weight gradient once per group.
+        # P = softmax(z): the loss's gradient is linear in the two outputs' gradients, and the only
+        # part of it that needs the logits is P's: P W (N, D), P^T h (V, D) and P's column sums (V,)
+        # are taken here, from the chunk in hand, instead of recomputing every chunk's logits in
+        # backward (one matrix product of four, and a softmax pass, saved)
+        want_h, want_w, want_b = wants[0], wants[1], wants[2] and bias is not None
+        p_h = torch.empty(hidden.shape, dtype=acc, device=hidden.device) if want_h else None
+        p_w = torch.zeros(weight.shape, dtype=acc, device=weight.device) if want_w else None
+        p_b = torch.zeros(vocab, dtype=acc, device=weight.device) if want_b else None
+        # In a low-precision dtype a chunk's P^T h comes out of the product in that dtype and must
+        # be added to the float32 sum (a slow conversion of the whole (V, D) matrix); so chunks
+        # are gathered in a buffer of up to _GROUP_ELEMENTS and multiplied once per group.
         low = w.dtype != acc
         group = max(rows, _GROUP_ELEMENTS // vocab // rows * rows) if low and want_w else rows
         with torch.autocast(hidden.device.type, enabled=False):
@@ -125,42 +104,76 @@ class _LinearCrossEntropy(torch.autograd.Function):
                 buffer = torch.empty(group_end - group_start, vocab, dtype=w.dtype, device=w.device) if group > rows else None
                 for start in range(group_start, group_end, rows):
                     h_chunk = h[start : start + rows]
-                    t = target[start : start + rows]
+                    t = target[start : start + rows].unsqueeze(1)
                     logits = linear(h_chunk, w, b)
-                    # softmax in float32 inside the kernel, written once in the logits' dtype (as
-                    # autocast's own backward would cast the gradient for its products)
-                    grad = torch.softmax(logits, dim=-1) if s != 0 else torch.zeros_like(logits)
-                    # index_add_ on the flat view: scatter_add_ along dim 1 took 0.6 ms per bf16 chunk
-                    at_target = torch.arange(t.numel(), device=t.device) * vocab + t
-                    grad.view(-1).index_add_(0, at_target, grad.new_full(t.shape, a / s if s != 0 else a))
-                    if grad_bias is not None:
-                        grad_bias += grad.sum(0)
-                    if grad_hidden is not None:
-                        grad_hidden[start : start + rows] = matmul(grad, w)
+                    # P in float32 (float64) however low the logits' dtype, in one pass; its largest
+                    # value exp(max z - lse) is at least 1 / V, so lse = max z - log max P is exact
+                    # to rounding, and log p_t = z_t - lse even where p_t underflows. A softmax and
+                    # two maxima took 0.7 ms of a (256, 8000) bf16 chunk where a log-softmax and
+                    # the exponential of its output took 1.4 (2 threads, AMD EPYC; ad hoc)
+                    probs = torch.softmax(logits, dim=-1, dtype=acc)
+                    lse = logits.amax(dim=1, keepdim=True).to(acc) - probs.amax(dim=1, keepdim=True).log_()
+                    nll += (lse - logits.gather(1, t).to(acc)).sum()
+                    if label_smoothing > 0:
+                        lse_sum += lse.sum()
+                    if not (want_h or want_w or want_b):
+                        continue
+                    if p_b is not None:
+                        p_b += probs.sum(0)
+                    p = probs.to(w.dtype) if low else probs  # the products' dtype (autocast's)
+                    if p_h is not None:
+                        p_h[start : start + rows] = matmul(p, w)
                     if buffer is not None:
-                        buffer[start - group_start : start - group_start + grad.size(0)] = grad
-                    elif grad_weight is not None:
-                        if low or onednn_linear.applies(grad, h_chunk):
-                            grad_weight += matmul(grad.t(), h_chunk)
+                        buffer[start - group_start : start - group_start + p.size(0)] = p
+                    elif p_w is not None:
+                        if low or onednn_linear.applies(p, h_chunk):
+                            p_w += matmul(p.t(), h_chunk)
                         else:
-                            grad_weight.addmm_(grad.t(), h_chunk)  # accumulates without a temporary
-                if buffer is not None and grad_weight is not None:
-                    grad_weight += matmul(buffer.t(), h[group_start:group_end])
-            scale = s if s != 0 else 1.0
-            for grad_sum, rank_one in ((grad_hidden, weight), (grad_weight, hidden), (grad_bias, None)):
-                if grad_sum is None:
-                    continue
-                grad_sum.mul_(scale)
-                if c:
-                    grad_sum -= c * (n if rank_one is None else rank_one.to(acc).sum(0))
-        return (
-            None if grad_hidden is None else grad_hidden.to(hidden.dtype),
-            None if grad_weight is None else grad_weight.to(weight.dtype),
-            None if grad_bias is None else grad_bias.to(bias.dtype),
-            None,
-            None,
-            None,
-        )
+                            p_w.addmm_(p.t(), h_chunk)  # accumulates without a temporary
+                if buffer is not None and p_w is not None:
+                    p_w += matmul(buffer.t(), h[group_start:group_end])
+            loss = nll
+            if label_smoothing > 0:
+                # -mean_v log p_v = lse - mean_v z_v, and mean_v z_v = h . mean_v W_v + mean_v b_v:
+                # one (D,) product per row instead of a pass over the logits
+                mean_logit = hidden.to(acc).sum(0) @ weight.to(acc).mean(0) + (0.0 if bias is None else n * bias.to(acc).mean())
+                loss = (1.0 - label_smoothing) * nll + label_smoothing * (lse_sum - mean_logit)
+        ctx.save_for_backward(hidden, weight, bias, target, p_h, p_w, p_b)
+        ctx.label_smoothing = label_smoothing
+        return loss, nll
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx: Any, grad_loss: Tensor, grad_nll: Tensor):  # type: ignore[override]
+        hidden, weight, bias, target, p_h, p_w, p_b = ctx.saved_tensors
+        eps = ctx.label_smoothing
+        acc, vocab, n = torch.promote_types(torch.float32, hidden.dtype), weight.size(0), hidden.size(0)
+        # d(g_loss * loss + g_nll * nll)/dz = s softmax(z) + a onehot(target) - c, with
+        # s = g_loss + g_nll, a = -(g_loss (1 - eps) + g_nll), c = g_loss eps / V: the softmax
+        # parts come from forward, the onehot parts are rows of W and of h picked by the targets,
+        # and the constant enters as a rank-one term
+        g_loss, g_nll = float(grad_loss), float(grad_nll)
+        s, a, c = g_loss + g_nll, -(g_loss * (1.0 - eps) + g_nll), g_loss * eps / vocab
+        grad_hidden = grad_weight = grad_bias = None
+        if ctx.needs_input_grad[0] and p_h is not None:
+            grad_hidden = p_h * s
+            grad_hidden += weight.to(acc).index_select(0, target).mul_(a)
+            if c:
+                grad_hidden -= c * weight.to(acc).sum(0)
+            grad_hidden = grad_hidden.to(hidden.dtype)
+        if ctx.needs_input_grad[1] and p_w is not None:
+            grad_weight = p_w * s
+            grad_weight.index_add_(0, target, hidden.to(acc), alpha=a)
+            if c:
+                grad_weight -= c * hidden.to(acc).sum(0)
+            grad_weight = grad_weight.to(weight.dtype)
+        if bias is not None and ctx.needs_input_grad[2] and p_b is not None:
+            grad_bias = p_b * s
+            grad_bias.index_add_(0, target, torch.full(target.shape, a, dtype=acc, device=target.device))
+            if c:
+                grad_bias -= c * n
+            grad_bias = grad_bias.to(bias.dtype)
+        return grad_hidden, grad_weight, grad_bias, None, None, None, None
 
 
 def _operands(
@@ -210,7 +223,10 @@ def linear_cross_entropy(
     chunk = rows if rows is not None else default_chunk_rows(hidden.device, weight.size(0))
     if chunk < 1:
         raise ValueError(f"rows must be at least 1, got {chunk}")
-    loss, nll = _LinearCrossEntropy.apply(hidden, weight, bias, target, float(label_smoothing), chunk)
+    # the forward pass prepares the gradients of the inputs that will get one (see _LinearCrossEntropy)
+    grad = torch.is_grad_enabled()
+    wants = tuple(grad and t is not None and t.requires_grad for t in (hidden, weight, bias))
+    loss, nll = _LinearCrossEntropy.apply(hidden, weight, bias, target, float(label_smoothing), chunk, wants)
     return loss, nll, tokens
 
 
