@@ -206,7 +206,7 @@ class MultiHeadAttention(nn.Module):
       first ``"filled"`` positions are valid; a step writes its position in place and the
       capacity doubles when full, so a step copies nothing (a cache is consumed by the step that
       receives it: keep the returned one); beam search reorders only the filled positions, into
-      ``"spare"`` buffers (:func:`~s2s_tasks.nn.types.reorder_kv_buffers`);
+      ``"spare"`` buffers or, when few rows move, in place (:func:`~s2s_tasks.nn.types.reorder_kv_buffers`);
     * cross-attention (``static_kv=True``): the encoder states are projected once; the cache
       also keeps the boolean key mask and the same mask as additive scores (``"bias"``, 0 or
       ``-inf``, ``(B, heads, 1, S)``), so later steps build no masks, and ``"empty_rows"`` only

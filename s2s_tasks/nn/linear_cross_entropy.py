@@ -155,6 +155,9 @@ class _LinearCrossEntropy(torch.autograd.Function):
         g_loss, g_nll = float(grad_loss), float(grad_nll)
         s, a, c = g_loss + g_nll, -(g_loss * (1.0 - eps) + g_nll), g_loss * eps / vocab
         grad_hidden = grad_weight = grad_bias = None
+        for wanted, part in zip(ctx.needs_input_grad[:3], (p_h, p_w, p_b if bias is not None else 0)):
+            if wanted and part is None:  # linear_cross_entropy tells forward which gradients will be wanted
+                raise RuntimeError("linear_cross_entropy: a gradient is wanted that the forward pass was not told to prepare")
         if ctx.needs_input_grad[0] and p_h is not None:
             grad_hidden = p_h * s
             grad_hidden += weight.to(acc).index_select(0, target).mul_(a)

@@ -160,8 +160,9 @@ def packed_product(linear: nn.Module, x: Tensor, rows: Optional[slice] = None, a
         return None
     if torch.is_autocast_enabled("cpu"):
         return None
-    # torch.onnx's exporters trace (TorchScript) or go through torch.export (compiling)
-    if torch._C._get_tracing_state() is not None or torch.jit.is_scripting() or torch.compiler.is_compiling():
+    # graphs see the plain layer: ONNX's TorchScript exporter traces, its dynamo exporter runs torch.export
+    if (torch._C._get_tracing_state() is not None or torch.jit.is_scripting() or torch.compiler.is_compiling()
+            or torch.compiler.is_exporting()):
         return None
     cached = _PACKED.get(linear)
     if (
