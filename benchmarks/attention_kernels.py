@@ -17,25 +17,16 @@ checked against each other. Prints a table and writes one JSON file.
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
-import time
 from pathlib import Path
 from typing import Callable, Dict, List
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import write_json  # noqa: E402
+from common import interleaved_medians, write_json  # noqa: E402
 
 from s2s_tasks.nn import attention  # noqa: E402
-
-
-def _seconds(call: Callable[[], object], number: int) -> float:
-    start = time.perf_counter()
-    for _ in range(number):
-        call()
-    return (time.perf_counter() - start) / number
 
 
 def main(argv: List[str] = None) -> None:
@@ -77,12 +68,7 @@ def main(argv: List[str] = None) -> None:
 
                 calls = {"sdpa": call(0), "explicit": call(queries)}
                 torch.testing.assert_close(calls["sdpa"](), calls["explicit"](), atol=1e-5, rtol=1e-4)
-                numbers = {name: max(1, int(a.budget / max(_seconds(fn, 1), 1e-6))) for name, fn in calls.items()}
-                times: Dict[str, List[float]] = {name: [] for name in calls}
-                for _ in range(a.repeats):
-                    for name, fn in calls.items():
-                        times[name].append(_seconds(fn, numbers[name]))
-                us = {name: statistics.median(ts) * 1e6 for name, ts in times.items()}
+                us = {name: seconds * 1e6 for name, seconds in interleaved_medians(calls, a.repeats, a.budget).items()}
                 row = {"rows": rows, "queries": queries, "keys": a.keys, "sdpa_us": us["sdpa"],
                        "explicit_us": us["explicit"], "sdpa_over_explicit": us["sdpa"] / us["explicit"]}
                 results.append(row)

@@ -5,8 +5,10 @@ from __future__ import annotations
 import json
 import os
 import platform
+import statistics
+import time
 from pathlib import Path
-from typing import Any, Dict, List, Tuple
+from typing import Any, Callable, Dict, List, Tuple
 
 
 def split_passthrough(argv: List[str]) -> Tuple[List[str], List[str]]:
@@ -45,3 +47,24 @@ def cpu_description() -> Dict[str, Any]:
     description["model"] = fields.get("model name", description["model"])
     description["isa"] = [isa for isa in ("avx2", "avx512f", "avx512_bf16", "amx_bf16") if isa in flags]
     return description
+
+
+def _seconds_per_call(call: Callable[[], object], number: int) -> float:
+    start = time.perf_counter()
+    for _ in range(number):
+        call()
+    return (time.perf_counter() - start) / number
+
+
+def interleaved_medians(calls: Dict[str, Callable[[], object]], repeats: int, budget: float = 0.05) -> Dict[str, float]:
+    """Median seconds per call of each of ``calls``, measured interleaved (one repeat of each in
+    turn, ``repeats`` times); each repeat loops a call for about ``budget`` seconds."""
+    numbers = {}
+    for name, call in calls.items():
+        call()
+        numbers[name] = max(1, int(budget / max(_seconds_per_call(call, 1), 1e-6)))
+    times: Dict[str, List[float]] = {name: [] for name in calls}
+    for _ in range(repeats):
+        for name, call in calls.items():
+            times[name].append(_seconds_per_call(call, numbers[name]))
+    return {name: statistics.median(ts) for name, ts in times.items()}

@@ -20,9 +20,7 @@ and the ratio MKL / oneDNN) and writes one JSON file.
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
-import time
 from pathlib import Path
 from typing import Callable, Dict, List
 
@@ -30,32 +28,12 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import write_json  # noqa: E402
+from common import interleaved_medians, write_json  # noqa: E402
 
 from s2s_tasks.nn import onednn_linear, packed_linear  # noqa: E402
 
 #: (in_features, out_features) of the model's layers
 SHAPES = {"qkv": (256, 768), "attn_out": (256, 256), "ffn_in": (256, 1024), "ffn_out": (1024, 256), "vocab": (256, 8000)}
-
-
-def _seconds(call: Callable[[], object], number: int) -> float:
-    start = time.perf_counter()
-    for _ in range(number):
-        call()
-    return (time.perf_counter() - start) / number
-
-
-def _time(calls: Dict[str, Callable[[], object]], repeats: int, budget: float = 0.05) -> Dict[str, float]:
-    """Median seconds per call of each, measured interleaved; each repeat runs about ``budget`` s."""
-    numbers = {}
-    for name, call in calls.items():
-        call()
-        numbers[name] = max(1, int(budget / max(_seconds(call, 1), 1e-6)))
-    times: Dict[str, List[float]] = {name: [] for name in calls}
-    for _ in range(repeats):
-        for name, call in calls.items():
-            times[name].append(_seconds(call, numbers[name]))
-    return {name: statistics.median(ts) for name, ts in times.items()}
 
 
 def main() -> None:
@@ -92,7 +70,7 @@ def main() -> None:
                         "packed": lambda: product(x, packed, bias, "none", [], ""),
                     }
                     with torch.no_grad():
-                        seconds = _time(calls, a.repeats)
+                        seconds = interleaved_medians(calls, a.repeats)
                 else:
                     flops *= 3  # forward, input gradient, weight gradient
                     xg, wg, bg = (t.clone().requires_grad_() for t in (x, weight, bias))
@@ -105,7 +83,7 @@ def main() -> None:
                     step(onednn_linear.linear)
                     assert xg.grad is None  # step() clears them
                     calls = {"mkl": lambda: step(F.linear), "onednn": lambda: step(onednn_linear.linear)}
-                    seconds = _time(calls, a.repeats)
+                    seconds = interleaved_medians(calls, a.repeats)
                 row = {"kind": kind, "layer": layer, "rows": m, "in": k, "out": n,
                        **{f"{name}_us": s * 1e6 for name, s in seconds.items()},
                        **{f"{name}_gflops": flops / s / 1e9 for name, s in seconds.items()},
