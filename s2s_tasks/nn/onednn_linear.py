@@ -15,8 +15,9 @@ Intel Xeon, an earlier session), so this is expected to cost nothing there (not 
 * :func:`matmul`: ``a @ b`` of two matrices, for code that computes its own gradients
   (:mod:`s2s_tasks.nn.linear_cross_entropy`); no autograd;
 * :func:`apply_linear`: an ``nn.Linear`` layer applied to ``x`` (optionally only some of its
-  output rows) with the best of these, and with its weight pre-packed inside a search
-  (:mod:`s2s_tasks.nn.packed_linear`).
+  output rows, optionally followed by a ReLU) with the best of these, and with its weight
+  pre-packed inside a search (:mod:`s2s_tasks.nn.packed_linear`, which fuses the ReLU into the
+  product).
 
 Used only where the result is what ``F.linear`` computes, in float32: CPU float32 tensors, no
 autocast (under ``bf16-mixed`` ``F.linear`` already runs in oneDNN, in bfloat16), not while
