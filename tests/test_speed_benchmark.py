@@ -1,6 +1,6 @@
 """benchmarks/speed.py runs end to end at tiny sizes (ours only, no transformers needed): the
 timings, the fused-loss and logits-loss training steps with either AdamW and either kind of linear
-layer, and the per-cell memory probes; benchmarks/linear_kernels.py runs too."""
+layer, and the per-cell memory probes; benchmarks/linear_kernels.py and attention_kernels.py run too."""
 
 from __future__ import annotations
 
@@ -51,7 +51,7 @@ def test_linear_kernels_benchmark_runs_and_checks_every_variant(tmp_path):
     assert all(r["packed_us"] > 0 for r in rows if r["kind"] == "forward")
 
 
-def test_attention_kernels_benchmark_runs_and_restores_the_threshold(tmp_path):
+def test_attention_kernels_benchmark_runs_both_paths_and_records_the_threshold(tmp_path):
     from s2s_tasks.nn import attention
 
     out = tmp_path / "attention.json"
