@@ -31,7 +31,7 @@ call over the state kept between calls (model, optimizer state, batch). On CUDA 
 allocator's peak; on the CPU each implementation and measurement runs once more in a fresh
 process whose freed memory goes back to the system (:data:`_PROBE_ENV`), with the resident set
 sampled every 2 ms (in the timing process, memory freed by one measurement is reused by the
-next, which then shows no growth).
+next, which then shows no growth; so the timing process samples nothing beside its timed calls).
 
 Part 2: our RNN (LSTM encoder, LSTM decoder with Bahdanau attention) at the same sizes,
 training and beam throughput, for the record.
