@@ -346,7 +346,7 @@ class TransformerDecoder(Decoder):
 
     Teacher forcing runs all positions at once under a causal mask; :meth:`step` runs one position
     and keeps per-layer keys/values in the cache: ``{"length": int, "layers": [{"self": {"k", "v"},
-    "source": {"k", "v", "mask", "empty_rows"}}, ...]}`` where ``length`` is the number of positions
+    "source": {"k", "v", "mask", "empty_rows", "bias"}}, ...]}`` where ``length`` is the number of positions
     decoded so far (see :class:`~s2s_tasks.nn.attention.MultiHeadAttention` for the buffers).
 
     ``copy_attention``: pointer-generator (See et al., 2017, eq. 8-9) whose copy distribution

@@ -89,7 +89,7 @@ class _LinearCrossEntropy(torch.autograd.Function):
         # part of it that needs the logits is P's: P W (N, D), P^T h (V, D) and P's column sums (V,)
         # are taken here, from the chunk in hand, instead of recomputing every chunk's logits in
         # backward (one matrix product of four, and a softmax pass, saved)
-        want_h, want_w, want_b = wants[0], wants[1], wants[2] and bias is not None
+        want_h, want_w, want_b = wants  # False for a missing bias (linear_cross_entropy)
         p_h = torch.empty(hidden.shape, dtype=acc, device=hidden.device) if want_h else None
         p_w = torch.zeros(weight.shape, dtype=acc, device=weight.device) if want_w else None
         p_b = torch.zeros(vocab, dtype=acc, device=weight.device) if want_b else None
@@ -155,22 +155,22 @@ class _LinearCrossEntropy(torch.autograd.Function):
         g_loss, g_nll = float(grad_loss), float(grad_nll)
         s, a, c = g_loss + g_nll, -(g_loss * (1.0 - eps) + g_nll), g_loss * eps / vocab
         grad_hidden = grad_weight = grad_bias = None
-        for wanted, part in zip(ctx.needs_input_grad[:3], (p_h, p_w, p_b if bias is not None else 0)):
+        for wanted, part in zip(ctx.needs_input_grad[:3], (p_h, p_w, p_b)):
             if wanted and part is None:  # linear_cross_entropy tells forward which gradients will be wanted
                 raise RuntimeError("linear_cross_entropy: a gradient is wanted that the forward pass was not told to prepare")
-        if ctx.needs_input_grad[0] and p_h is not None:
+        if ctx.needs_input_grad[0]:
             grad_hidden = p_h * s
             grad_hidden += weight.to(acc).index_select(0, target).mul_(a)
             if c:
                 grad_hidden -= c * weight.to(acc).sum(0)
             grad_hidden = grad_hidden.to(hidden.dtype)
-        if ctx.needs_input_grad[1] and p_w is not None:
+        if ctx.needs_input_grad[1]:
             grad_weight = p_w * s
             grad_weight.index_add_(0, target, hidden.to(acc), alpha=a)
             if c:
                 grad_weight -= c * hidden.to(acc).sum(0)
             grad_weight = grad_weight.to(weight.dtype)
-        if bias is not None and ctx.needs_input_grad[2] and p_b is not None:
+        if ctx.needs_input_grad[2]:
             grad_bias = p_b * s
             grad_bias.index_add_(0, target, torch.full(target.shape, a, dtype=acc, device=target.device))
             if c:

@@ -65,9 +65,7 @@ def applies(*tensors: Optional[Tensor]) -> bool:
             return False
     if torch.is_autocast_enabled("cpu"):
         return False
-    return not (
-        torch.jit.is_scripting() or torch.jit.is_tracing() or torch.onnx.is_in_onnx_export() or torch.compiler.is_compiling()
-    )
+    return not packed_linear.capturing_graph()
 
 
 class _OneDNNLinear(torch.autograd.Function):

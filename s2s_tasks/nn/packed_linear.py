@@ -140,6 +140,14 @@ _hooks = torch.nn.modules.module  # the global hook registries, read at every ca
 _float32 = torch.float32
 
 
+def capturing_graph() -> bool:
+    """Whether a graph is being recorded, which must see plain ``linear``/``mm``: TorchScript
+    tracing (ONNX's TorchScript exporter) or scripting, ``torch.compile``, ``torch.export``
+    (ONNX's dynamo exporter). Four flag reads, cheap enough for every layer call."""
+    return (torch._C._get_tracing_state() is not None or torch.jit.is_scripting() or torch.compiler.is_compiling()
+            or torch.compiler.is_exporting())
+
+
 def packed_product(linear: nn.Module, x: Tensor, rows: Optional[slice] = None, activation: str = "none") -> Optional[Tensor]:
     """``linear(x)`` (with ``rows``, only those output features; with ``activation="relu"``, its
     ReLU, applied by oneDNN as the product's last step) through the packed weight, for ``x (...,
@@ -147,8 +155,9 @@ def packed_product(linear: nn.Module, x: Tensor, rows: Optional[slice] = None, a
     callers use :func:`s2s_tasks.nn.onednn_linear.apply_linear`, which then computes it otherwise.
 
     This runs for every layer at every decoding step, so its checks are ordered cheapest first and
-    read the module's dictionaries directly: about 2 us on top of oneDNN's product (about 12 us
-    for a tiny one), where the first version's checks took about 15 (2 threads, AMD EPYC).
+    read the module's dictionaries directly: about 1.4-2 us on top of oneDNN's product (about 12 us
+    for a tiny one), where the first version's checks took about 15 (a tiny layer timed in a
+    loop, 2 threads, AMD EPYC; ad hoc).
     """
     if not _AVAILABLE or _OPEN_SCOPES == 0 or not plain_linear(linear):
         return None
@@ -160,9 +169,7 @@ def packed_product(linear: nn.Module, x: Tensor, rows: Optional[slice] = None, a
         return None
     if torch.is_autocast_enabled("cpu"):
         return None
-    # graphs see the plain layer: ONNX's TorchScript exporter traces, its dynamo exporter runs torch.export
-    if (torch._C._get_tracing_state() is not None or torch.jit.is_scripting() or torch.compiler.is_compiling()
-            or torch.compiler.is_exporting()):
+    if capturing_graph():
         return None
     cached = _PACKED.get(linear)
     if (
