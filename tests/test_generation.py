@@ -634,3 +634,56 @@ def test_repetition_penalty_batch_and_beams_match_single_inputs():
     torch.testing.assert_close(beam1.scores, greedy_together.scores)
     cfg = GenerationConfig(strategy="sample", n_best=2, max_length=6, seed=1, repetition_penalty=1.8)
     assert generate(dec, enc, bos_id=BOS, eos_id=EOS, config=cfg).tokens == generate(dec, enc, bos_id=BOS, eos_id=EOS, config=cfg).tokens
+
+
+# --------------------------------------------------------------------------------------------
+# Beam search's candidate selection through chunk maxima (CPU)
+# --------------------------------------------------------------------------------------------
+
+
+def plain_best(lprobs, scores, count):
+    n, k = scores.shape
+    return (lprobs.view(n, k, -1) + scores.unsqueeze(2)).view(n, -1).topk(count, dim=1)
+
+
+@pytest.mark.parametrize("chunk", [64, 8, 7, 1])
+@pytest.mark.parametrize("vocab", [8000, 101, 64])
+@pytest.mark.parametrize("k", [1, 4])
+def test_best_candidates_equal_topk_over_all_beams(monkeypatch, chunk, vocab, k):
+    monkeypatch.setattr(generation, "CANDIDATE_CHUNK", chunk)
+    g = torch.Generator().manual_seed(vocab + chunk + k)
+    n, count = 6, 2 * k
+    # rounded log-probs: many exact ties between tokens, beams and chunks
+    lprobs = torch.log_softmax(torch.randn(n * k, vocab, generator=g) * 3, dim=-1).mul(4).round().div(4)
+    lprobs[0] = float("-inf")  # a beam with no finite continuation
+    lprobs[1, :-1] = float("-inf")  # one finite token, the last (in the tail when vocab % chunk)
+    scores = torch.randn(n, k, generator=g).mul(4).round().div(4)
+    scores[-1, 1:] = float("-inf")  # a dead beam (all beams but the first at the first step)
+    want_values, _ = plain_best(lprobs, scores, count)
+    values, index = generation._best_candidates(lprobs.clone(), scores, count)
+    assert torch.equal(values, want_values)  # the same sums to the bit, in the same order
+    # every index names a distinct (beam, token) whose sum is its value
+    flat = (lprobs.view(n, k, vocab) + scores.unsqueeze(2)).view(n, -1)
+    assert torch.equal(flat.gather(1, index), values)
+    finite = torch.isfinite(values)
+    for r in range(n):
+        assert len(set(index[r][finite[r]].tolist())) == int(finite[r].sum())
+
+
+@pytest.mark.parametrize("chunk", [1, 2, 3])
+def test_beam_search_through_chunk_maxima_matches_plain_topk(monkeypatch, chunk):
+    """The whole search, chunked selection forced even on a tiny vocabulary (13 tokens: chunks of
+    2 and 3 leave a last token outside them), against plain topk."""
+    vocab, batch = 13, 4
+    dec = ToyDecoder(vocab, seed=5, src_weight=1.0)
+    enc = make_enc(batch, vocab, seed=5)
+    common = dict(bos_id=BOS, eos_id=EOS, beam_size=3, n_best=3, max_lengths=lengths([2, 9, 4, 6], batch))
+    monkeypatch.setattr(generation, "CANDIDATE_CHUNK", 10**6)  # one chunk or none: plain topk
+    plain = beam_search(dec, enc, **common)
+    monkeypatch.setattr(generation, "CANDIDATE_CHUNK", chunk)
+    chunked = beam_search(dec, enc, **common)
+    assert chunked.tokens == plain.tokens
+    assert torch.equal(chunked.scores, plain.scores)
+    greedy = greedy_search(dec, enc, bos_id=BOS, eos_id=EOS, max_lengths=lengths([2, 9, 4, 6], batch))
+    one = beam_search(dec, enc, **{**common, "beam_size": 1, "n_best": 1})
+    assert one.tokens == greedy.tokens

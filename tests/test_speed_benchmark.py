@@ -64,3 +64,21 @@ def test_attention_kernels_benchmark_runs_both_paths_and_records_the_threshold(t
     assert [(r["rows"], r["queries"]) for r in result["results"]] == [(2, 1), (2, 4)]
     assert all(r["sdpa_us"] > 0 and r["explicit_us"] > 0 for r in result["results"])
     assert result["explicit_max_queries"] == attention.EXPLICIT_MAX_QUERIES
+
+
+def test_decode_paths_benchmark_switches_each_speedup_and_keeps_the_tokens(tmp_path):
+    out = tmp_path / "paths.json"
+    script = SPEED.parent / "decode_paths.py"
+    # 300 tokens: four chunks of 64 a beam, enough for beam 4's chunked candidate selection
+    proc = subprocess.run([sys.executable, str(script), "--threads", "1", "--repeats", "1", "--json", str(out),
+                           "--d_model", "16", "--layers", "1", "--heads", "2", "--ffn", "32", "--vocab", "300",
+                           "--batch", "3", "--src_len", "5", "--tgt_len", "4"],
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    results = json.loads(out.read_text())["results"]
+    assert set(results) == {f"{arch}/{search}" for arch in ("transformer", "rnn") for search in ("greedy", "beam4")}
+    for row in results.values():
+        assert set(row["median_seconds"]) == {"plain", "packed", "reorder", "select", "all",
+                                              "no_packed", "no_reorder", "no_select"}
+        assert set(row["all_over_all_but"]) == {"packed", "reorder", "select"}
+        assert row["same_tokens"] is True

@@ -11,7 +11,7 @@ Conventions used everywhere in ``s2s_tasks.nn``:
 from __future__ import annotations
 
 from dataclasses import dataclass, fields, replace
-from typing import Any, Dict, Optional
+from typing import Any, Dict, Optional, Tuple
 
 import torch
 from torch import Tensor
@@ -67,11 +67,13 @@ def reorder_cache(cache: Cache, index: Tensor, source_index: Optional[Tensor] = 
     the encoder-decoder attention state likewise when the batch size is unchanged).
     """
 
+    moves: Dict[int, Optional[Tuple[Tensor, Tensor]]] = {}  # one plan per index for all layers' buffers
+
     def pick(value: Any, rows: Tensor) -> Any:
         if isinstance(value, Tensor):
             return value.index_select(0, rows)
         if isinstance(value, dict) and "filled" in value:
-            return reorder_kv_buffers(value, rows)
+            return reorder_kv_buffers(value, rows, moves)
         if isinstance(value, dict):
             return {
                 k: (v if keep_source else pick(v, rows if source_index is None else source_index)) if k == "source" else pick(v, rows)
@@ -84,7 +86,16 @@ def reorder_cache(cache: Cache, index: Tensor, source_index: Optional[Tensor] = 
     return pick(cache, index)
 
 
-def reorder_kv_buffers(cache: Cache, rows: Tensor) -> Cache:
+def _moved_rows(rows: Tensor) -> Optional[Tuple[Tensor, Tensor]]:
+    """``(moved, sources)`` when at most half of the rows of ``rows (B,)`` move (row ``moved[i]``
+    takes row ``sources[i]``), else None."""
+    moved = (rows != torch.arange(rows.numel(), device=rows.device)).nonzero().squeeze(1)
+    if 2 * moved.numel() > rows.numel():
+        return None
+    return moved, rows.index_select(0, moved)
+
+
+def reorder_kv_buffers(cache: Cache, rows: Tensor, moves: Optional[Dict[int, Optional[Tuple[Tensor, Tensor]]]] = None) -> Cache:
     """Rows ``rows`` of a self-attention cache whose ``"k"``/``"v"`` buffers ``(B, heads, capacity, d)``
     hold ``"filled"`` valid positions (:class:`~s2s_tasks.nn.attention.MultiHeadAttention`).
 
@@ -96,7 +107,8 @@ def reorder_kv_buffers(cache: Cache, rows: Tensor) -> Cache:
     (``benchmarks/decode_paths.py``). On the CPU, when at most half of the rows move (most beams
     keep theirs), only the moved rows are copied, within the buffers themselves (the reorder's
     copies fell from 77 to 34 ms of a beam-4 decode in a profile). Like a step, this consumes
-    ``cache``: keep only the returned one.
+    ``cache``: keep only the returned one. ``moves`` (keyed by ``id(rows)``) shares that count
+    between the layers' caches reordered with the same ``rows``.
     """
     filled, buffers = cache["filled"], (cache["k"], cache["v"])
     spare = cache.get("spare")
@@ -109,9 +121,14 @@ def reorder_kv_buffers(cache: Cache, rows: Tensor) -> Cache:
         # benchmarks/speed.py): when at most half of the rows move, copy only those, in place,
         # which moves less memory than copying all rows into the spare buffers. On the CPU the
         # count is free; a GPU would pay a host sync a step for it.
-        moved = (rows != torch.arange(rows.numel(), device=rows.device)).nonzero().squeeze(1)
-        if 2 * moved.numel() <= rows.numel():
-            sources = rows.index_select(0, moved)
+        if moves is None:
+            plan = _moved_rows(rows)
+        elif id(rows) in moves:
+            plan = moves[id(rows)]
+        else:
+            plan = moves[id(rows)] = _moved_rows(rows)
+        if plan is not None:
+            moved, sources = plan
             for buf in buffers:
                 filled_part = buf[:, :, :filled]
                 filled_part.index_copy_(0, moved, filled_part.index_select(0, sources))  # sources read before any write
