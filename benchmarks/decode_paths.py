@@ -23,8 +23,8 @@ The model and shapes are those of ``benchmarks/speed.py`` part 1 (d_model 256, 3
 heads, FFN 1024, vocabulary 8,000, 32 inputs of 64 tokens, 64 new tokens forced), for our
 Transformer and our LSTM + Bahdanau model. Every variant runs once per round, the rounds
 ``--repeats`` times after a warm-up; reported: median seconds, each variant's speed-up over
-``plain``, and ``all``'s over each ``no_*`` variant. Prints a table and writes JSON. Outputs are checked to be the same tokens in
-every variant.
+``plain``, and ``all``'s over each ``no_*`` variant. Prints a table and writes JSON. Outputs are
+checked to be the same tokens in every variant.
 """
 
 from __future__ import annotations

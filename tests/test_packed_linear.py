@@ -222,6 +222,24 @@ def test_reorder_moves_few_rows_in_place():
         torch.testing.assert_close(cache["v"], expected_v)
 
 
+def test_reorder_cache_plans_the_moved_rows_once_for_all_layers(monkeypatch):
+    from s2s_tasks.nn import types as cache_types
+
+    torch.manual_seed(0)
+    layers = [{"k": torch.randn(4, 2, 8, 3), "v": torch.randn(4, 2, 8, 3), "filled": 3} for _ in range(3)]
+    expected = [(layer["k"][[0, 0, 2, 3]].clone(), layer["v"][[0, 0, 2, 3]].clone()) for layer in layers]
+    plans = []
+    counting = lambda rows: plans.append(rows) or original(rows)  # noqa: E731
+    original = cache_types._moved_rows
+    monkeypatch.setattr(cache_types, "_moved_rows", counting)
+    out = cache_types.reorder_cache({"layers": layers}, torch.tensor([0, 0, 2, 3]))
+    assert len(plans) == 1  # one row moves: planned once, copied in place in each layer
+    for layer, before, (k, v) in zip(out["layers"], layers, expected):
+        assert layer["k"] is before["k"]
+        torch.testing.assert_close(layer["k"][:, :, :3], k[:, :, :3])
+        torch.testing.assert_close(layer["v"][:, :, :3], v[:, :, :3])
+
+
 @pytest.mark.parametrize("moves", ["permutation", "one row"])
 def test_decoding_with_a_reorder_after_every_step_matches_teacher_forcing(moves):
     """Many reorders in a row (spare buffers swapping, rows moved in place, the capacity doubling

@@ -121,12 +121,10 @@ def reorder_kv_buffers(cache: Cache, rows: Tensor, moves: Optional[Dict[int, Opt
         # benchmarks/speed.py): when at most half of the rows move, copy only those, in place,
         # which moves less memory than copying all rows into the spare buffers. On the CPU the
         # count is free; a GPU would pay a host sync a step for it.
-        if moves is None:
-            plan = _moved_rows(rows)
-        elif id(rows) in moves:
-            plan = moves[id(rows)]
-        else:
-            plan = moves[id(rows)] = _moved_rows(rows)
+        moves = {} if moves is None else moves
+        if id(rows) not in moves:
+            moves[id(rows)] = _moved_rows(rows)
+        plan = moves[id(rows)]
         if plan is not None:
             moved, sources = plan
             for buf in buffers:
