@@ -63,7 +63,12 @@ def test_bleu_n_orders_and_brevity_penalty():
     # every 1- and 2-gram matches; brevity penalty exp(1 - 6/3)
     assert scores["bleu1"] == pytest.approx(100 * math.exp(-1))
     assert scores["bleu2"] == pytest.approx(100 * math.exp(-1))
+    assert scores["len_ratio"] == pytest.approx(0.5)
     assert "max_ngram_order:1" in signatures["bleu1"] and "tok:13a" in signatures["bleu1"]
     scores, _ = bleu_n_scores(["the mat sat"], ["the cat sat"])
     assert scores["bleu1"] == pytest.approx(100 * 2 / 3)  # 2 of 3 unigrams, no brevity penalty
+    assert scores["len_ratio"] == pytest.approx(1.0)
     assert scores["bleu2"] < scores["bleu1"]
+    # the closest reference's length counts: 4 hypothesis tokens against 5 (not 2)
+    scores, _ = bleu_n_scores(["a b c d"], [["a b", "a b c d e"]])
+    assert scores["len_ratio"] == pytest.approx(4 / 5)

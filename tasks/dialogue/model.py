@@ -15,6 +15,9 @@ class DialogueModule(Seq2SeqModule):
 
     * ``bleu1``, ``bleu2``: corpus BLEU with ``max_ngram_order`` 1 and 2 (sacreBLEU, ``13a``
       tokens, exponential smoothing), as most open-domain dialogue papers report BLEU-1/2;
+    * ``len_ratio``: the responses' length over the references' in BLEU's tokens (a plain ratio,
+      not 0-100): below 1, BLEU's brevity penalty scales both BLEU scores down (short generic
+      replies; ``model.val_generation.min_length`` counters it);
     * ``distinct1``, ``distinct2``: distinct n-grams / all n-grams over all generated
       responses (Li et al. 2016), on sacreBLEU ``13a`` tokens, case-sensitive;
     * ``ppl`` of the reference responses is logged by :class:`Seq2SeqModule` (``val/ppl``):
