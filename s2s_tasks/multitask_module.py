@@ -39,6 +39,7 @@ SINGLE_TASK_KEYS = {
     "ensemble": "ensembles average single-task checkpoints: `s2s-tasks validate --task {name} --ckpt_path A.ckpt "
                 "--model.ensemble '[B.ckpt]'`",
     "word_dropout": "word dropout is a single-task option (`s2s-tasks fit --task {name} --model.word_dropout P`)",
+    "char_cnn": "character features are a single-task option (`s2s-tasks fit --task {name} --model.char_cnn N`)",
 }
 
 

@@ -20,6 +20,7 @@ from torch import nn
 from s2s_tasks.checkpoint import EXTRAS_KEY
 from s2s_tasks.data.structured import HEADS
 from s2s_tasks.data.tokenizer import SPECIAL_TOKENS, UNK_ID
+from s2s_tasks.nn.character import SubwordCharacterCNN
 from s2s_tasks.nn.seq2seq import build_encoder
 from s2s_tasks.nn.types import EncoderOutput
 from s2s_tasks.nn.word_dropout import special_token_mask, word_dropout
@@ -53,6 +54,10 @@ class StructuredModule(Seq2SeqModule):
         head_dropout: dropout on the features the head's output layer reads.
         word_dropout: the probability with which ``head: encoder`` training replaces each input
             token by ``<unk>`` (:mod:`s2s_tasks.nn.word_dropout`; special tokens are kept); 0 off.
+        char_cnn: with ``head: encoder``, the number of filters of a character CNN over each
+            token's spelling (:class:`~s2s_tasks.nn.character.SubwordCharacterCNN`, Ma & Hovy
+            2016), whose features are added to the token embeddings; 0 off. Its character
+            embeddings take ``model.dropout``.
         ensemble: checkpoints of other models of the task (e.g. the same config trained with other
             seeds) whose predictions are averaged with this model's in ``validate``, ``test`` and
             ``predict`` (``head: encoder``): the members' probabilities are averaged, as in
@@ -63,13 +68,18 @@ class StructuredModule(Seq2SeqModule):
     """
 
     def __init__(self, head: str = "encoder", num_labels: int = 0, head_dropout: float = 0.1, word_dropout: float = 0.0,
-                 ensemble: Optional[List[str]] = None, **kwargs: Any) -> None:
+                 char_cnn: int = 0, ensemble: Optional[List[str]] = None, **kwargs: Any) -> None:
         if head not in HEADS:
             raise ValueError(f"model.head must be one of {list(HEADS)}, got {head!r}")
         if not 0.0 <= word_dropout < 1.0:
             raise ValueError(f"model.word_dropout must be in [0, 1), got {word_dropout}")
         if word_dropout > 0 and head != "encoder":
             raise ValueError("model.word_dropout applies to model.head encoder; set it to 0 with model.head generate")
+        if char_cnn < 0:
+            raise ValueError(f"model.char_cnn must be >= 0 (0: no character features), got {char_cnn}")
+        if char_cnn > 0 and (head != "encoder" or kwargs.get("pretrained")):
+            raise ValueError("model.char_cnn adds character features to the embeddings of a model trained from scratch "
+                             "with model.head encoder; set it to 0 with model.head generate or model.pretrained")
         if ensemble and head != "encoder":
             raise ValueError("model.ensemble averages the task heads' probabilities: it needs model.head encoder "
                              f"(this run has model.head {head}); drop model.ensemble")
@@ -85,6 +95,7 @@ class StructuredModule(Seq2SeqModule):
         self.label_names: List[str] = []
         self._ensemble_members: List["StructuredModule"] = []  # a plain list: not saved with this model's weights
         self._word_keep: Optional[torch.Tensor] = None  # ids word dropout never replaces (the special tokens)
+        self._spelled_with: Any = None  # the tokenizer the character CNN's spellings come from
 
     @property
     def generates(self) -> bool:
@@ -105,6 +116,10 @@ class StructuredModule(Seq2SeqModule):
         else:
             encoder_keys = inspect.signature(build_encoder).parameters
             self.encoder = build_encoder(**{k: v for k, v in network_args.items() if k in encoder_keys})
+            filters = self.hparams.get("char_cnn", 0)
+            if filters:
+                embed = self.encoder.embed
+                embed.features = SubwordCharacterCNN(embed.dim, filters=filters, dropout=self.hparams.dropout)
         self.task_head = self.build_head(self.encoder.output_size)
 
     # ----------------------------------------------------------------------------- task hooks
@@ -160,7 +175,22 @@ class StructuredModule(Seq2SeqModule):
             if self._word_keep is None or self._word_keep.device != ids.device:
                 self._word_keep = self._special_token_ids().to(ids.device)
             ids = word_dropout(ids, p, self._word_keep, UNK_ID)
+        self._spell_tokens()
         return self.encoder(ids, batch["src_mask"])
+
+    def _spell_tokens(self) -> None:
+        """Give the character CNN (``model.char_cnn``) the spelling of each id, from the run's
+        tokenizer (the data module's, or the one a checkpoint stores) when it changes."""
+        characters = getattr(getattr(self.encoder, "embed", None), "features", None)
+        if not isinstance(characters, SubwordCharacterCNN):
+            return
+        if characters.has_vocabulary and self._spelled_with is self.tokenizer:
+            return
+        if self.tokenizer is None:
+            raise ValueError("model.char_cnn reads the spelling of each token from the tokenizer, and this model has "
+                             "none: run it through s2s-tasks (or a Trainer with the task's data module), or load a checkpoint")
+        characters.set_vocabulary([self.tokenizer.id_to_token(i) or "" for i in range(self.hparams.vocab_size)])
+        self._spelled_with = self.tokenizer
 
     def _special_token_ids(self) -> torch.Tensor:
         if self.tokenizer is not None and hasattr(self.tokenizer, "get_added_tokens_decoder"):

@@ -101,11 +101,14 @@ class LearnedPositionalEmbedding(nn.Module):
 class Embeddings(nn.Module):
     """Token embedding plus optional positions, then dropout:
 
-    ``dropout(E[ids] * sqrt(D) + PE[offset:offset+T])`` (the ``sqrt(D)`` only when ``scale``).
+    ``dropout(E[ids] * sqrt(D) + F(ids) + PE[offset:offset+T])`` (the ``sqrt(D)`` only when
+    ``scale``; ``F`` only when ``features`` is set).
 
     Attributes:
         token: the :class:`TokenEmbedding` (``token.weight`` is the matrix to tie or share).
         position: the positional module, or ``None`` for ``positional="none"``.
+        features: ``None``, or a module ``ids (B, T) -> (B, T, D)`` whose output is added to the
+            token embedding (e.g. :class:`~s2s_tasks.nn.character.SubwordCharacterCNN`).
     """
 
     def __init__(
@@ -131,11 +134,14 @@ class Embeddings(nn.Module):
         else:
             self.position = None
         self.dropout = Dropout(dropout)
+        self.features: Optional[nn.Module] = None
 
     def forward(self, ids: Tensor, offset: int = 0) -> Tensor:
         """``ids (B, T)`` long -> ``(B, T, D)``; ``offset`` is the position of ``ids[:, 0]``
         (non-zero during incremental decoding)."""
         x = self.token(ids)
+        if self.features is not None:
+            x = x + self.features(ids).to(x.dtype)
         if self.position is not None:
             x = x + self.position(ids.size(1), offset).to(x.dtype)
         return self.dropout(x)
