@@ -29,6 +29,8 @@ ENCODER_HEAD_CASES = [
     ("qa", ("--model.architecture", "rnn", "--model.reader", "attention_flow", "--model.reader_layers", "1")),
     ("relation_extraction", ()),
     ("classification", ("--model.architecture", "rnn")),
+    # character features: the CNN over the spellings of the batch's distinct ids
+    ("relation_extraction", ("--model.char_cnn", "8")),
 ]
 GENERATION_CASES = [
     ("translation", ()),

@@ -93,8 +93,8 @@ class SubwordCharacterCNN(nn.Module):
         chars = self.spellings[distinct]  # (U, L)
         x = self.dropout(self.embed(chars)).transpose(1, 2)  # (U, C, L)
         h = F.relu(self.conv(x))  # (U, filters, L)
-        # the maximum over real characters only (ReLU >= 0, so a zero fill is the same as -inf
-        # unless a filter is negative everywhere, when 0 is its ReLU anyway)
+        # the maximum over the real characters only: after the ReLU every value is >= 0, so zeros
+        # at the padding positions never exceed it
         h = h.masked_fill((chars == 0)[:, None, :], 0.0)
         features = self.proj(h.amax(dim=2))  # (U, D)
         return features[inverse]
