@@ -183,7 +183,7 @@ WEIGHT_SHAPING_KEYS = frozenset({
     "embedding_dim", "tie_embeddings", "share_embeddings", "copy_attention", "copy_attention_head",
     "coverage_attention",
     # structured-prediction heads
-    "head", "pooling", "crf", "hidden_size",
+    "head", "pooling", "crf", "hidden_size", "char_cnn", "reader", "reader_layers", "word_states",
     # parameter-efficient fine-tuning (recorded only by models that use it)
     "peft", "lora_rank", "lora_targets", "adapter_size",
     # a Hugging Face network in place of ours
@@ -203,8 +203,81 @@ DATA_SOURCE_KEYS = frozenset({
 DATA_LOCATION_KEYS = DATA_SOURCE_KEYS | {"max_tokens", "eval_max_tokens", "max_batch_size", "seed", "head"}
 
 
-def _merge_checkpoint_hparams(current, defaults, stored: dict, skip: frozenset = LINKED_KEYS, section: str = "model") -> None:
-    """Update a parsed namespace (``model`` or ``data``) in place with a checkpoint's hyperparameters."""
+#: the sections of a run's configuration whose keys a checkpoint can supply (see _parse_ckpt_path)
+CHECKPOINT_SECTIONS = ("model", "data")
+
+
+def explicit_keys(argv: Sequence[str]) -> frozenset:
+    """The dotted keys of ``model`` and ``data`` (``model.generation.beam_size``) that a command
+    line sets: its flags, the keys of its ``--config`` files, and those of a file or mapping given
+    to a group (``--model configs/model/lstm-bahdanau.yaml``, ``--model.generation '{beam_size: 8}'``).
+
+    These win over a checkpoint's hyperparameters even where they equal the config's default; the
+    task's config and ``--preset`` file are defaults, not settings the user chose for this run.
+    ``init_args`` levels are dropped (``--model.init_args.dropout`` sets ``model.dropout``)."""
+    import yaml
+
+    keys = set()
+
+    def add(path: str, value) -> None:
+        path = ".".join(part for part in path.split(".") if part and part != "init_args")
+        if isinstance(value, dict) and value and "class_path" not in value:
+            for name, below in value.items():
+                add(f"{path}.{name}", below)
+        elif path:
+            keys.add(path)
+
+    def parsed(text: str):
+        if Path(text).is_file():
+            try:
+                return load_yaml(text)
+            except (yaml.YAMLError, OSError, UnicodeDecodeError):
+                return None  # the parser reports the broken file itself
+        try:
+            return yaml.safe_load(text)
+        except yaml.YAMLError:
+            return None
+
+    for index, arg in enumerate(argv):
+        if not arg.startswith("--") and arg != "-c":
+            continue
+        name, has_value, value = arg.lstrip("-").partition("=")
+        name = name.rstrip("+")
+        if not has_value:
+            following = argv[index + 1] if index + 1 < len(argv) else None
+            if following is None or following.startswith("--"):
+                continue
+            value = following
+        if name in ("config", "c"):
+            data = parsed(value)
+            if isinstance(data, dict):
+                for section, below in data.items():
+                    if section in SUBCOMMANDS and isinstance(below, dict):  # s2s-tasks --config x.yaml fit
+                        for inner, deeper in below.items():
+                            if inner in CHECKPOINT_SECTIONS:
+                                add(inner, deeper)
+                    elif section in CHECKPOINT_SECTIONS:
+                        add(section, below)
+        elif name.split(".", 1)[0] in CHECKPOINT_SECTIONS:
+            # a group's value may be a mapping or a yaml file of one; a data file path is just a value
+            whole = "." not in name or value.lstrip().startswith("{") or value.endswith((".yaml", ".yml"))
+            data = parsed(value) if whole else None
+            add(name, data if isinstance(data, dict) else value)
+    return frozenset(keys)
+
+
+def _is_explicit(path: str, explicit: frozenset) -> bool:
+    parts = path.split(".")
+    return any(".".join(parts[:end]) in explicit for end in range(1, len(parts) + 1))
+
+
+def _merge_checkpoint_hparams(current, defaults, stored: dict, skip: frozenset = LINKED_KEYS, section: str = "model",
+                              explicit: frozenset = frozenset()) -> None:
+    """Update a parsed namespace (``model`` or ``data``) in place with a checkpoint's hyperparameters.
+
+    A key keeps the run's value where the command line set it (``explicit``: :func:`explicit_keys`)
+    or where it differs from the config's default, except the keys that shape the weights, which
+    always come from the checkpoint (a value set otherwise is reported)."""
     import logging
 
     log = logging.getLogger("s2s_tasks.cli")
@@ -215,21 +288,23 @@ def _merge_checkpoint_hparams(current, defaults, stored: dict, skip: frozenset =
         if isinstance(value, dict) and hasattr(given, "items"):
             if hasattr(default, "get") and default.get("init_args") is not None and "init_args" not in given:
                 default = default.get("init_args")  # a dataclass default is given as class_path + init_args
-            _merge_checkpoint_hparams(given, default, value, skip, section)  # nested options such as generation
+            # nested options such as generation
+            _merge_checkpoint_hparams(given, default, value, skip, f"{section}.{key}", explicit)
             continue
         if isinstance(value, (list, tuple)) and isinstance(given, (list, tuple)):
             value = type(given)(value)
         if given == value:
             continue
+        user_set = given != default or _is_explicit(f"{section}.{key}", explicit)
         if key in WEIGHT_SHAPING_KEYS:
-            if given != default:
+            if user_set:
                 log.warning("%s.%s=%r ignored: the checkpoint was trained with %r", section, key, given, value)
             current[key] = value
-        elif given == default:
+        elif not user_set:
             current[key] = value
 
 
-def _apply_init_from(config, defaults, task: str) -> None:
+def _apply_init_from(config, defaults, task: str, explicit: frozenset = frozenset()) -> None:
     """``model.init_from``: the run takes the checkpoint's tokenizer, its label set for this task
     and the settings that shape the weights (architecture, sizes, head), so that the weights fit."""
     from s2s_tasks.checkpoint import EXTRAS_KEY, load_checkpoint
@@ -251,7 +326,7 @@ def _apply_init_from(config, defaults, task: str) -> None:
             stored["head"] = setup["head"]
         labels = {"labels": labels[task]} if labels.get(task) else {}
     shaping = {k: v for k, v in stored.items() if k in WEIGHT_SHAPING_KEYS}
-    _merge_checkpoint_hparams(config.model, defaults.model, shaping)
+    _merge_checkpoint_hparams(config.model, defaults.model, shaping, explicit=explicit)
     if labels.get("labels") and "labels" in config.data and config.data.get("labels") is None:
         config.data.labels = list(labels["labels"])
     for key in ("head", "pretrained"):
@@ -381,6 +456,7 @@ def _build_cli_class():
             from argparse import ArgumentError
 
             argv = list(sys.argv[1:] if args is None else args)
+            self._explicit_keys = explicit_keys(argv)  # they win over a --ckpt_path's hyperparameters
             subcommand = next((a for a in argv if a in SUBCOMMANDS), "fit")
             task = getattr(self.model_class, "task_name", "") or "TASK"
             try:
@@ -401,8 +477,10 @@ def _build_cli_class():
 
             Lightning's own version lets the checkpoint override every flag, so e.g.
             ``--model.generation.beam_size 8`` at predict time would be ignored. Here a value the
-            user set (one that differs from the config defaults) wins, except for the keys that
-            shape the weights, which must match the checkpoint (a differing value is reported).
+            command line sets (a flag or a ``--config`` file: :func:`explicit_keys`, even one equal
+            to the config's default) or one that differs from the config defaults wins, except for
+            the keys that shape the weights, which must match the checkpoint (a differing value is
+            reported).
 
             Before that, the checkpoint is checked against the run (:func:`check_checkpoint`: its
             task, data.tokenizer_file, data.labels), and ``--ckpt_path last`` is resolved to the
@@ -425,7 +503,9 @@ def _build_cli_class():
                 tokenizer_file=config.data.get("tokenizer_file"), labels=config.data.get("labels"),
             )
             defaults = self._subcommand_parsers[subcommand].get_defaults()
-            _merge_checkpoint_hparams(config.model, defaults.model, dict(checkpoint.get("hyper_parameters") or {}))
+            explicit = getattr(self, "_explicit_keys", frozenset())
+            _merge_checkpoint_hparams(config.model, defaults.model, dict(checkpoint.get("hyper_parameters") or {}),
+                                      explicit=explicit)
             # how text was encoded (columns, lengths, lowercasing, task options) also defaults to the checkpoint's
             data_hparams = dict(checkpoint.get("datamodule_hyper_parameters") or {})
             if "tasks" in data_hparams and config.data.get("tasks") == defaults.data.get("tasks"):
@@ -433,7 +513,7 @@ def _build_cli_class():
                 config.data.tasks = {name: {k: v for k, v in (settings or {}).items() if k not in DATA_LOCATION_KEYS}
                                      for name, settings in data_hparams["tasks"].items()}
                 config.model.task_options = dict((checkpoint.get("hyper_parameters") or {}).get("task_options") or {})
-            _merge_checkpoint_hparams(config.data, defaults.data, data_hparams, DATA_LOCATION_KEYS, "data")
+            _merge_checkpoint_hparams(config.data, defaults.data, data_hparams, DATA_LOCATION_KEYS, "data", explicit)
             # the links ran before the checkpoint was read: apply them again
             for key in ("head", "pretrained"):
                 if key in config.model and key in config.data:
@@ -451,7 +531,7 @@ def _build_cli_class():
                 config.data.tokenizer_file = ckpt_path
             if config.model.get("init_from"):
                 _apply_init_from(config, self._subcommand_parsers[self.subcommand].get_defaults(),
-                                 getattr(self.model_class, "task_name", ""))
+                                 getattr(self.model_class, "task_name", ""), getattr(self, "_explicit_keys", frozenset()))
             if self.subcommand == "predict" and config.get("return_predictions") is None:
                 # the PredictionWriter streams predictions to the output file; keeping them all in
                 # memory as well would make predict's memory grow with the input file
