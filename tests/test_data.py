@@ -9,7 +9,7 @@ import pytest
 from helpers import write_jsonl
 
 from s2s_tasks.data.datamodule import Seq2SeqCollator, Seq2SeqDataModule
-from s2s_tasks.data.sampler import TokenBudgetBatchSampler
+from s2s_tasks.data.sampler import TokenBudgetBatchSampler, spread_order
 from s2s_tasks.data.tokenizer import (
     BOS_ID,
     EOS_ID,
@@ -68,6 +68,28 @@ def test_sampler_oversized_example_gets_own_batch_and_max_batch_size():
     assert [1] in batches
     assert all(len(b) <= 2 for b in batches)
     assert sorted(i for b in batches for i in b) == list(range(5))
+
+
+def test_spread_order_is_a_permutation_whose_prefixes_spread_out():
+    assert spread_order(8) == [0, 4, 2, 6, 1, 5, 3, 7]
+    assert spread_order(0) == [] and spread_order(1) == [0]
+    for count in (2, 3, 5, 13, 100):
+        assert sorted(spread_order(count)) == list(range(count))
+    assert spread_order(5) == [0, 4, 2, 1, 3]
+
+
+def test_unshuffled_batches_are_spread_over_lengths_so_a_fraction_is_a_fair_sample():
+    """Evaluation batches: --trainer.limit_val_batches keeps the first ones, which must not be
+    only the shortest examples; and the order is the same every epoch."""
+    lengths = [1 + (i * 37) % 400 for i in range(2000)]  # 1..400, shuffled
+    sampler = TokenBudgetBatchSampler(lengths, max_tokens=800, shuffle=False)
+    batches = list(sampler)
+    assert sorted(i for b in batches for i in b) == list(range(2000))
+    quarter = [lengths[i] for b in batches[: len(batches) // 4] for i in b]
+    assert min(quarter) <= 20 and max(quarter) >= 380  # short and long alike
+    assert abs(sum(quarter) / len(quarter) - sum(lengths) / len(lengths)) < 40
+    sampler.set_epoch(3)
+    assert list(sampler) == batches
 
 
 def test_sampler_reshuffles_per_epoch_and_is_reproducible():

@@ -3,7 +3,8 @@
 Sorting by length before batching keeps padding low (the batching of fairseq's
 ``batch_by_size`` and of tensor2tensor's bucketing); shuffling then happens at two levels: ties
 and near-ties inside a length bucket are broken randomly per epoch, and the order of the finished
-batches is shuffled.
+batches is shuffled. Unshuffled (evaluation) batches come in :func:`spread_order`, so that the
+first batches, which ``--trainer.limit_val_batches`` keeps, cover short and long examples alike.
 """
 
 from __future__ import annotations
@@ -13,6 +14,20 @@ from typing import Dict, Iterator, List, Optional, Sequence
 
 import torch
 from torch.utils.data import Sampler
+
+
+def spread_order(count: int) -> List[int]:
+    """``0 .. count-1`` in bit-reversed order (van der Corput): ``[0, 4, 2, 6, 1, 5, 3, 7]`` for 8.
+
+    Applied to batches sorted by length, every prefix of the result is spread evenly over the
+    lengths (the first half takes every second batch, the first quarter every fourth), so a
+    fraction of the evaluation batches is a stratified sample rather than the shortest examples.
+    The order is fixed: the same batches in the same order every epoch and every run."""
+    if count <= 1:
+        return list(range(count))
+    bits = (count - 1).bit_length()
+    reversed_index = [int(format(i, f"0{bits}b")[::-1], 2) for i in range(1 << bits)]
+    return [i for i in reversed_index if i < count]
 
 
 class _EpochForwarder:
@@ -80,7 +95,8 @@ class TokenBudgetBatchSampler(EpochPosition, Sampler[List[int]]):
             (``python benchmarks/speed.py --parts 3 --padding_only``).
         max_tokens: token budget per batch (config ``data.max_tokens``).
         max_batch_size: optional cap on examples per batch (config ``data.max_batch_size``).
-        shuffle: shuffle within length buckets and the batch order, anew each epoch.
+        shuffle: shuffle within length buckets and the batch order, anew each epoch. Without
+            shuffling (evaluation), the batches come in :func:`spread_order` of their lengths.
         seed: base seed; epoch ``e`` uses ``seed + e``.
         num_replicas, rank: data-parallel world size and this process' rank.
 
@@ -165,6 +181,8 @@ class TokenBudgetBatchSampler(EpochPosition, Sampler[List[int]]):
             batches.append(current)
         if self.shuffle:
             batches = [batches[i] for i in torch.randperm(len(batches), generator=generator).tolist()]
+        else:
+            batches = [batches[i] for i in spread_order(len(batches))]
         return batches
 
     def __iter__(self) -> Iterator[List[int]]:
