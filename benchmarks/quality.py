@@ -49,6 +49,7 @@ import torch
 from common import split_passthrough, validation_metrics, write_json
 
 from s2s_tasks.cli import main as s2s_tasks
+from s2s_tasks.registry import get_task
 
 
 @dataclass(frozen=True)
@@ -177,8 +178,10 @@ def run(task: str, max_time: str, max_epochs: Optional[int], extra: List[str], w
     return result
 
 
-#: the tasks whose models ``--model.ensemble`` averages (NER's tag scores are not: README, Ensembles)
-ENSEMBLE_TASKS = ("classification", "qa", "relation_extraction")
+def averages_ensembles(task: str) -> bool:
+    """Whether ``--model.ensemble`` averages ``task``'s models (the task module says so)."""
+    module_class, _ = get_task(task).classes()
+    return bool(getattr(module_class, "averages_ensembles", False))
 
 
 def run_ensemble(task: str, seeds: List[str], max_time: str, max_epochs: Optional[int], extra: List[str], workdir: Path,
@@ -197,7 +200,7 @@ def run_ensemble(task: str, seeds: List[str], max_time: str, max_epochs: Optiona
     members = [r["best_checkpoint"] for r in runs if r["best_checkpoint"]]
     result["trained"] = {}
     result["best"] = {}
-    if task not in ENSEMBLE_TASKS:
+    if not averages_ensembles(task):
         result["ensemble_skipped"] = f"{task} models are not averaged (README: Ensembles); see each run's best"
         print(f"quality.py: {result['ensemble_skipped']}", file=sys.stderr)
     elif len(members) == len(runs):

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import inspect
 import math
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, ClassVar, Dict, List, Optional, Sequence, Tuple
 
 import torch
 from torch import nn
@@ -64,9 +64,14 @@ class StructuredModule(Seq2SeqModule):
             ``predict`` (``head: encoder``): the members' probabilities are averaged, as in
             Hansen and Salamon (1990) and Lakshminarayanan et al. (2017). Each member must
             share the run's tokenizer, labels and data settings (checked when they load).
+            Tasks whose head outputs cannot be averaged set :attr:`averages_ensembles` false.
         **kwargs: network, optimisation and decoding arguments of
             :class:`~s2s_tasks.seq2seq_module.Seq2SeqModule`.
     """
+
+    #: whether :meth:`ensemble_outputs` averages this task's head outputs (``model.ensemble``);
+    #: read by ``benchmarks/quality.py --seeds`` too
+    averages_ensembles: ClassVar[bool] = True
 
     def __init__(self, head: str = "encoder", num_labels: int = 0, head_dropout: float = 0.1, word_dropout: float = 0.0,
                  char_cnn: int = 0, ensemble: Optional[List[str]] = None, **kwargs: Any) -> None:
@@ -81,6 +86,9 @@ class StructuredModule(Seq2SeqModule):
         if char_cnn > 0 and (head != "encoder" or kwargs.get("pretrained")):
             raise ValueError("model.char_cnn adds character features to the embeddings of a model trained from scratch "
                              "with model.head encoder; set it to 0 with model.head generate or model.pretrained")
+        if ensemble and not self.averages_ensembles:
+            raise ValueError(f"model.ensemble is not available for task {self.task_name}: its head's outputs are not "
+                             "per-class scores to average; drop model.ensemble")
         if ensemble and head != "encoder":
             raise ValueError("model.ensemble averages the task heads' probabilities: it needs model.head encoder "
                              f"(this run has model.head {head}); drop model.ensemble")

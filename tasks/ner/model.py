@@ -59,6 +59,9 @@ class NERModule(StructuredModule):
 
     task_name = "ner"
     primary_metric = "f1"
+    #: the head's TagScores (per-word emissions; with a CRF, scores of tag sequences rather than
+    #: tag probabilities) are not averaged: model.ensemble is refused for NER
+    averages_ensembles = False
 
     def __init__(self, crf: bool = False, word_states: str = "first", **kwargs: Any) -> None:
         if crf and kwargs.get("head") == "generate":
