@@ -227,8 +227,14 @@ def explicit_keys(argv: Sequence[str]) -> frozenset:
         elif path:
             keys.add(path)
 
+    def is_file(text: str) -> bool:
+        try:
+            return Path(text).is_file()
+        except (OSError, ValueError):  # e.g. an inline mapping longer than a file name may be
+            return False
+
     def parsed(text: str):
-        if Path(text).is_file():
+        if is_file(text):
             try:
                 return load_yaml(text)
             except (yaml.YAMLError, OSError, UnicodeDecodeError):

@@ -30,6 +30,9 @@ def test_explicit_keys_of_flags_config_files_and_group_files(tmp_path):
     assert explicit_keys(["fit", "--model", str(group)]) == {"model"}
     group.write_text(yaml.safe_dump({"rnn_cell": "gru", "attention": "bahdanau"}))
     assert explicit_keys(["fit", "--model", str(group)]) == {"model.rnn_cell", "model.attention"}
+    # an inline mapping longer than a file name can be is read as a mapping, not looked up as a file
+    long_mapping = "{" + ", ".join(f"key_{i}: {i}" for i in range(60)) + "}"
+    assert len(explicit_keys(["fit", "--data", long_mapping])) == 60
 
 
 def test_checkpoint_fills_only_what_the_run_did_not_set(caplog):
