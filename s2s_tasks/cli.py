@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 from typing import List, Optional, Sequence
 
-from s2s_tasks.config_errors import ConfigError, ErrorContext, config_files, load_yaml, option_values
+from s2s_tasks.config_errors import ConfigError, ErrorContext, config_files, is_file, load_yaml, option_values
 from s2s_tasks.registry import TASKS, get_task, init_parameters
 
 SUBCOMMANDS = ("fit", "validate", "test", "predict")
@@ -226,12 +226,6 @@ def explicit_keys(argv: Sequence[str]) -> frozenset:
                 add(f"{path}.{name}", below)
         elif path:
             keys.add(path)
-
-    def is_file(text: str) -> bool:
-        try:
-            return Path(text).is_file()
-        except (OSError, ValueError):  # e.g. an inline mapping longer than a file name may be
-            return False
 
     def parsed(text: str):
         if is_file(text):

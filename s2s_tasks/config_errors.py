@@ -21,9 +21,19 @@ def option_values(argv: Sequence[str], *names: str) -> List[str]:
     return values
 
 
+def is_file(text: str) -> bool:
+    """``Path(text).is_file()``, false where ``text`` cannot be a path (an inline config longer
+    than a file name may be raises OSError there)."""
+    try:
+        return Path(text).is_file()
+    except (OSError, ValueError):
+        return False
+
+
 def config_files(argv: Sequence[str]) -> List[str]:
-    """The ``--config`` files given on the command line, in order (later ones override earlier ones)."""
-    return [path for path in option_values(argv, "--config", "-c") if Path(path).is_file()]
+    """The ``--config`` files given on the command line, in order (later ones override earlier ones);
+    inline configs (``--config '{model: {...}}'``) are not files and are left out."""
+    return [path for path in option_values(argv, "--config", "-c") if is_file(path)]
 
 
 def load_yaml(path: str):

@@ -6,6 +6,7 @@ import logging
 import yaml
 
 from s2s_tasks.cli import _merge_checkpoint_hparams, explicit_keys, main
+from s2s_tasks.config_errors import config_files
 
 
 def test_explicit_keys_of_flags_config_files_and_group_files(tmp_path):
@@ -33,6 +34,7 @@ def test_explicit_keys_of_flags_config_files_and_group_files(tmp_path):
     # an inline mapping longer than a file name can be is read as a mapping, not looked up as a file
     long_mapping = "{" + ", ".join(f"key_{i}: {i}" for i in range(60)) + "}"
     assert len(explicit_keys(["fit", "--data", long_mapping])) == 60
+    assert config_files(["fit", "--config", "{data: " + long_mapping + "}", "-c", str(config)]) == [str(config)]
 
 
 def test_checkpoint_fills_only_what_the_run_did_not_set(caplog):
