@@ -28,6 +28,9 @@ from s2s_tasks.seq2seq_module import Seq2SeqModule
 
 Row = Tuple[Any, Any, Any]  # (key, prediction, gold)
 
+#: the error for ``model.ensemble`` with a task whose head outputs are not averaged
+NOT_AVERAGED = ("model.ensemble is not available for task {task}: {outputs} are not per-class scores to average; "
+                "drop model.ensemble")
 #: the error for ``model.ensemble`` in fit (the CLI says it before the data are prepared, setup() for Python callers)
 ENSEMBLE_IN_FIT = ("model.ensemble averages trained models in validate, test and predict; "
                    "drop it from fit (train each member with its own fit)")
@@ -58,7 +61,8 @@ class StructuredModule(Seq2SeqModule):
             token's spelling (:class:`~s2s_tasks.nn.character.SubwordCharacterCNN`, Ma & Hovy
             2016), whose features are added to the token embeddings; 0 off. Its character
             embeddings take ``model.dropout``. Measured (README, Results): it helps the NER and QA
-            presets, and the SST-2 classification preset does not learn with it.
+            presets; the SST-2 classification preset does not learn with it (the features start
+            several times larger than the token embeddings), and relation extraction gains nothing.
         ensemble: checkpoints of other models of the task (e.g. the same config trained with other
             seeds) whose predictions are averaged with this model's in ``validate``, ``test`` and
             ``predict`` (``head: encoder``): the members' probabilities are averaged, as in
@@ -87,8 +91,7 @@ class StructuredModule(Seq2SeqModule):
             raise ValueError("model.char_cnn adds character features to the embeddings of a model trained from scratch "
                              "with model.head encoder; set it to 0 with model.head generate or model.pretrained")
         if ensemble and not self.averages_ensembles:
-            raise ValueError(f"model.ensemble is not available for task {self.task_name}: its head's outputs are not "
-                             "per-class scores to average; drop model.ensemble")
+            raise ValueError(NOT_AVERAGED.format(task=self.task_name, outputs="its head's outputs"))
         if ensemble and head != "encoder":
             raise ValueError("model.ensemble averages the task heads' probabilities: it needs model.head encoder "
                              f"(this run has model.head {head}); drop model.ensemble")
@@ -173,8 +176,7 @@ class StructuredModule(Seq2SeqModule):
             return mean_probability_logits(outputs)
         if type(first) is tuple and all(isinstance(x, torch.Tensor) and x.is_floating_point() for x in first):
             return tuple(mean_probability_logits([o[k] for o in outputs]) for k in range(len(first)))
-        raise ValueError(f"model.ensemble is not available for task {self.task_name}: its head's outputs "
-                         f"({type(first).__name__}) are not per-class scores to average; drop model.ensemble")
+        raise ValueError(NOT_AVERAGED.format(task=self.task_name, outputs=f"its head's outputs ({type(first).__name__})"))
 
     # ----------------------------------------------------------------------------- training and evaluation
     def encode(self, batch: Dict[str, Any]) -> EncoderOutput:
