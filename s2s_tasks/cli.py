@@ -304,6 +304,26 @@ def _merge_checkpoint_hparams(current, defaults, stored: dict, skip: frozenset =
             current[key] = value
 
 
+def with_predating_defaults(stored: dict, model_class) -> dict:
+    """A checkpoint's model hyperparameters plus, for each key that shapes the weights and that it
+    does not record, ``model_class``'s default: the setting did not exist when the checkpoint was
+    trained, and a new setting's default keeps the old behaviour. So a QA checkpoint from before
+    ``model.char_cnn`` loads as one without character features even where the preset now sets
+    them (it failed with missing ``encoder.embed.features`` weights). For ``--ckpt_path`` only,
+    whose weights must all fit: ``model.init_from`` starts what does not fit from scratch, so a
+    new setting (``model.peft``, ``model.char_cnn``) may be added there."""
+    import inspect
+
+    if not stored:
+        return stored
+    parameters = init_parameters(model_class)
+    missing = {
+        key: parameters[key].default for key in WEIGHT_SHAPING_KEYS
+        if key not in stored and key in parameters and parameters[key].default is not inspect.Parameter.empty
+    }
+    return {**missing, **stored}
+
+
 def _apply_init_from(config, defaults, task: str, explicit: frozenset = frozenset()) -> None:
     """``model.init_from``: the run takes the checkpoint's tokenizer, its label set for this task
     and the settings that shape the weights (architecture, sizes, head), so that the weights fit."""
@@ -504,8 +524,8 @@ def _build_cli_class():
             )
             defaults = self._subcommand_parsers[subcommand].get_defaults()
             explicit = getattr(self, "_explicit_keys", frozenset())
-            _merge_checkpoint_hparams(config.model, defaults.model, dict(checkpoint.get("hyper_parameters") or {}),
-                                      explicit=explicit)
+            stored = with_predating_defaults(dict(checkpoint.get("hyper_parameters") or {}), self.model_class)
+            _merge_checkpoint_hparams(config.model, defaults.model, stored, explicit=explicit)
             # how text was encoded (columns, lengths, lowercasing, task options) also defaults to the checkpoint's
             data_hparams = dict(checkpoint.get("datamodule_hyper_parameters") or {})
             if "tasks" in data_hparams and config.data.get("tasks") == defaults.data.get("tasks"):

@@ -89,3 +89,31 @@ def test_a_flag_equal_to_the_default_wins_over_the_checkpoint(tiny_checkpoint, t
     hparams = predict("--config", str(config))
     assert max_length(hparams.generation) == 128
     assert max_length(hparams.val_generation) == 8  # the file does not name it: the checkpoint's
+
+
+def test_a_checkpoint_older_than_a_weight_setting_loads_with_its_default(tiny_checkpoint, tmp_path, caplog):
+    """A checkpoint trained before ``model.char_cnn`` existed does not record it. A run that sets it
+    (here a flag; in practice the QA preset, which now adds the features) must still load the
+    checkpoint as one without character features: it failed with missing ``features`` weights."""
+    import torch
+
+    from s2s_tasks.cli import with_predating_defaults
+    from s2s_tasks.tasks.classification.model import ClassificationModule
+
+    checkpoint = torch.load(tiny_checkpoint("classification"), map_location="cpu", weights_only=False)
+    assert checkpoint["hyper_parameters"]["char_cnn"] == 0
+    del checkpoint["hyper_parameters"]["char_cnn"]
+    older = tmp_path / "older.ckpt"
+    torch.save(checkpoint, older)
+    with caplog.at_level(logging.WARNING, logger="s2s_tasks.cli"):
+        cli = main([
+            "validate", "--task", "classification", "--ckpt_path", str(older), "--model.char_cnn", "8",
+            "--trainer.default_root_dir", str(tmp_path), "--trainer.logger", "false",
+            "--data.cache_dir", str(tmp_path / "hf-cache"),
+        ])
+    assert cli.model.hparams.char_cnn == 0
+    assert "model.char_cnn=8 ignored: the checkpoint was trained with 0" in caplog.text
+    # only keys that shape the weights are filled in, and only the ones the checkpoint lacks
+    filled = with_predating_defaults({"d_model": 64}, ClassificationModule)
+    assert filled["d_model"] == 64 and filled["char_cnn"] == 0 and "learning_rate" not in filled
+    assert with_predating_defaults({}, ClassificationModule) == {}
