@@ -18,7 +18,7 @@ from s2s_tasks.data.schema import RecordError
 from s2s_tasks.data.tokenizer import BOS_ID, EOS_ID
 from s2s_tasks.metrics import squad_scores
 from s2s_tasks.tasks.qa.data import QADataModule, QAExample, answer_token_span, split_windows, token_char_spans
-from s2s_tasks.tasks.qa.model import QAModule, QAPrediction, best_spans
+from s2s_tasks.tasks.qa.model import QAModule, QAPrediction, best_spans, whole_word_span
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -215,6 +215,37 @@ def test_best_span_is_chosen_across_windows(sample_data):
     assert predictions[1] == QAPrediction("ee", 12, 14, 7.0)
     rows = list(zip(model.row_keys(batch), predictions, batch["gold"]))
     assert model.merge_eval_rows(rows) == [(5, "ee", ["ee"])]
+
+
+@pytest.mark.parametrize("span, expected", [
+    ("rograde", "retrograde"),            # starts inside a word
+    ("the internal str", "the internal strife"),  # ends inside one
+    ("non-peer-rev", "non-peer-reviewed"),  # a hyphen is a word boundary: only the last part widens
+    ("2,000", "2,000"),                   # whole already
+    ("98", "1984"),                       # inside on both sides
+    ("1984.", "1984."),                   # punctuation at the end: unchanged
+])
+def test_whole_word_span_widens_to_word_boundaries(span, expected):
+    text = "a retrograde turn: the internal strife of non-peer-reviewed sources (over 2,000 in 1984.)"
+    start = text.index(span)
+    a, b = whole_word_span(text, start, start + len(span))
+    assert text[a:b] == expected
+    assert whole_word_span(text, 0, len(text)) == (0, len(text))
+
+
+@pytest.mark.parametrize("whole_words, expected", [(True, QAPrediction("Quint", 5, 10, 3.0)),
+                                                   (False, QAPrediction("int", 7, 10, 3.0))])
+def test_predicted_span_inside_a_word_is_widened_unless_switched_off(sample_data, whole_words, expected):
+    model = _tiny_model(sample_data, whole_words=whole_words)
+    context = "Mara Quint flies"
+    example = QAExample("q1", "who ?", context, ("Quint",), (5,))
+    # context tokens "Mara", " Qu", "int", " flies" after "<s> q <sep>" (context_start 3)
+    offsets = token_char_spans(context, [(0, 4), (4, 7), (7, 10), (10, 16)])
+    batch = {"index": torch.tensor([0]), "window": [0], "example": [example], "gold": [["Quint"]],
+             "context_start": torch.tensor([3]), "context_length": torch.tensor([4]), "offsets": [offsets]}
+    start, end = torch.full((1, 8), -5.0), torch.full((1, 8), -5.0)
+    start[0, 5], end[0, 5] = 2.0, 1.0  # the span "int" alone
+    assert model.head_predict((start, end), batch) == [expected]
 
 
 def test_merge_eval_rows_drops_duplicates_and_keeps_the_best_window():

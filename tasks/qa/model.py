@@ -78,6 +78,24 @@ def best_spans(
     return best // length, best % length, flat.gather(1, best[:, None]).squeeze(1)
 
 
+def whole_word_span(text: str, start: int, end: int) -> Tuple[int, int]:
+    """``text[start:end]`` widened to whole words: ``start`` moves left and ``end`` right while
+    they fall between two letters or digits (``str.isalnum``).
+
+    A subword vocabulary lets the span pointers start or end inside a word (``"rograde"`` for
+    ``"retrograde"``), which SQuAD's whitespace-token F1 scores as a wrong word. Such spans were
+    8 of 888 predictions on the SQuAD re-split's validation split; widening them took F1 from
+    46.28 to 46.58 (none got worse), while only 63 of the training split's 27,820 reference
+    answers (0.2%) begin or end inside a word. Not for text written without spaces (Chinese,
+    Japanese, Thai), where a word run is a whole clause: set ``model.whole_words false`` there.
+    """
+    while start > 0 and text[start - 1].isalnum() and text[start].isalnum():
+        start -= 1
+    while end < len(text) and text[end - 1].isalnum() and text[end].isalnum():
+        end += 1
+    return start, end
+
+
 class QAModule(StructuredModule):
     """Extractive question answering.
 
@@ -110,13 +128,16 @@ class QAModule(StructuredModule):
             attention flow and modeling layers, for a BiLSTM encoder that reads
             ``question <sep> context`` left to right and right to left only).
         reader_layers: BiLSTM layers of the attention-flow modeling layer (BiDAF: 2).
+        whole_words: widen each predicted span to whole words of the context
+            (:func:`whole_word_span`); set false for languages written without spaces.
         **kwargs: see :class:`~s2s_tasks.structured_module.StructuredModule`.
     """
 
     task_name = "qa"
     primary_metric = "f1"
 
-    def __init__(self, max_answer_tokens: int = 30, reader: str = "pointer", reader_layers: int = 2, **kwargs: Any) -> None:
+    def __init__(self, max_answer_tokens: int = 30, reader: str = "pointer", reader_layers: int = 2, whole_words: bool = True,
+                 **kwargs: Any) -> None:
         if max_answer_tokens < 1:
             raise ValueError(f"model.max_answer_tokens must be at least 1, got {max_answer_tokens}")
         if reader not in READERS:
@@ -179,7 +200,10 @@ class QAModule(StructuredModule):
         for i, (start, end, score) in enumerate(zip(starts.tolist(), ends.tolist(), scores.tolist())):
             offsets, first = batch["offsets"][i], int(batch["context_start"][i])
             start_char, end_char = offsets[start - first][0], offsets[end - first][1]
-            text = batch["example"][i].context[start_char:end_char]
+            context = batch["example"][i].context
+            if self.hparams.whole_words:
+                start_char, end_char = whole_word_span(context, start_char, end_char)
+            text = context[start_char:end_char]
             predictions.append(QAPrediction(text, start_char, end_char, score))
         return predictions
 
