@@ -89,6 +89,11 @@ def test_a_flag_equal_to_the_default_wins_over_the_checkpoint(tiny_checkpoint, t
     hparams = predict("--config", str(config))
     assert max_length(hparams.generation) == 128
     assert max_length(hparams.val_generation) == 8  # the file does not name it: the checkpoint's
+    # an inline mapping for the group sets the keys it names; the others stay the checkpoint's
+    hparams = predict("--model.generation", "{max_length: 128}")
+    assert max_length(hparams.generation) == 128 and max_length(hparams.val_generation) == 8
+    hparams = predict("--model.generation", "{min_length: 0}")
+    assert max_length(hparams.generation) == 8
 
 
 def test_a_checkpoint_older_than_a_weight_setting_loads_with_its_default(tiny_checkpoint, tmp_path, caplog):
