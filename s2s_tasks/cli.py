@@ -184,6 +184,7 @@ WEIGHT_SHAPING_KEYS = frozenset({
     "coverage_attention",
     # structured-prediction heads
     "head", "pooling", "crf", "hidden_size", "char_cnn", "reader", "reader_layers", "word_states",
+    "inverse_count",
     # parameter-efficient fine-tuning (recorded only by models that use it)
     "peft", "lora_rank", "lora_targets", "adapter_size",
     # a Hugging Face network in place of ours

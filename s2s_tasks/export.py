@@ -388,6 +388,7 @@ def export_checkpoint(ckpt_path: str, output: str, format: str = "onnx", quantiz
         manifest["crf"] = bool(model.hparams.crf)
     if task == "qa" and not model.generates:
         manifest["max_answer_tokens"] = model.hparams.max_answer_tokens
+        manifest["whole_words"] = bool(model.hparams.get("whole_words", True))
     (directory / "export.json").write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     return manifest
 

@@ -26,7 +26,9 @@ ENCODER_HEAD_CASES = [
     pytest.param("ner", (), marks=pytest.mark.slow),
     ("qa", ()),
     # BiDAF's attention flow and packed modeling BiLSTMs over a BiLSTM encoder (--preset real)
-    ("qa", ("--model.architecture", "rnn", "--model.reader", "attention_flow", "--model.reader_layers", "1")),
+    # (with the inverse-count features)
+    ("qa", ("--model.architecture", "rnn", "--model.reader", "attention_flow", "--model.reader_layers", "1",
+            "--model.inverse_count", "true")),
     ("relation_extraction", ()),
     ("classification", ("--model.architecture", "rnn")),
     # character features: the CNN over the spellings of the batch's distinct ids
@@ -80,6 +82,8 @@ def test_encoder_head_graphs_match_eager(tiny_checkpoint, tmp_path, task, extra,
     model = predictor.model
     if task != "qa":  # QA has no label set
         assert json.loads((tmp_path / "labels.json").read_text()) == model.label_names
+    else:  # what turns its logits into an answer
+        assert (manifest["max_answer_tokens"], manifest["whole_words"]) == (model.hparams.max_answer_tokens, True)
     graph = EncoderHeadGraph(model, task)
     for batch in predictor.encode(sample_records(task)):
         with torch.no_grad():

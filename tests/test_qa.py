@@ -4,6 +4,7 @@ window rows and prediction records, the sample data, and a short learning run.""
 
 import importlib.util
 import json
+import math
 import re
 from pathlib import Path
 
@@ -373,7 +374,8 @@ def test_attention_flow_reader_raises_validation_f1(tmp_path):
 
 
 @pytest.mark.parametrize("kwargs, message", [({"reader": "bidaf"}, "model.reader must be one of"),
-                                             ({"reader_layers": 0}, "model.reader_layers")])
+                                             ({"reader_layers": 0}, "model.reader_layers"),
+                                             ({"inverse_count": True}, "set model.reader attention_flow")])
 def test_reader_settings_are_checked(kwargs, message):
     with pytest.raises(ValueError, match=message):
         QAModule(vocab_size=10, **kwargs)
@@ -388,3 +390,29 @@ def test_exact_match_marks_tokens_that_occur_in_the_question():
     in_question = question_mask(batch, ids.size(1))
     assert in_question.tolist() == [[False, True, True, False, False, False, False, False, False, False]]
     assert exact_match(ids, in_question).tolist() == [[False, True, True, False, True, False, True, True, False, False]]
+
+
+def test_inverse_count_weights_each_context_token_by_its_rarity_in_the_window():
+    from s2s_tasks.tasks.qa.model import context_mask, inverse_count
+
+    # <s> q1 q2 <sep> c c c </s> pad: context ids 7, 9, 8, 8 at positions 4-7
+    ids = torch.tensor([[1, 7, 8, 3, 7, 9, 8, 8, 2, 0]])
+    batch = {"context_start": torch.tensor([4]), "context_length": torch.tensor([4])}
+    weights = inverse_count(ids, context_mask(batch, ids.size(1)))
+    once, twice = math.log(2.0), math.log(1.5)  # log(1 + 1/C): 7 and 9 occur once in the context, 8 twice
+    assert weights[0].tolist() == pytest.approx([0, 0, 0, 0, once, once, twice, twice, 0, 0])
+
+
+def test_inverse_count_feeds_the_modeling_layer(sample_data):
+    """model.inverse_count adds two inputs to the modeling BiLSTM, and the loss reaches their weights."""
+    sample_data.setup("fit")
+    batch = next(iter(sample_data.train_dataloader()))
+    kwargs = dict(vocab_size=sample_data.vocab_size, pad_id=sample_data.pad_id, architecture="rnn", rnn_cell="lstm",
+                  d_model=16, embedding_dim=16, num_encoder_layers=1, reader="attention_flow", reader_layers=1,
+                  log_examples=0)
+    plain, weighted = QAModule(**kwargs), QAModule(inverse_count=True, **kwargs)
+    width = lambda m: m.task_head["modeling"].rnn.input_size  # noqa: E731
+    assert width(weighted) == width(plain) + 2
+    weighted.training_losses(batch)["loss"].backward()
+    grad = weighted.task_head["modeling"].rnn.weight_ih_l0.grad  # (4H, input): the last two columns are the new inputs
+    assert grad[:, -2:].abs().sum() > 0

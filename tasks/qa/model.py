@@ -45,6 +45,17 @@ def exact_match(src_ids: torch.Tensor, in_question: torch.Tensor) -> torch.Tenso
     return (same & in_question[:, None, :]).any(-1)
 
 
+def inverse_count(src_ids: torch.Tensor, in_context: torch.Tensor) -> torch.Tensor:
+    """``(B, S)`` float: ``log(1 + 1/C(w))`` at each context token, ``C(w)`` the number of times its
+    id occurs among the context tokens of its row; 0 elsewhere. The inverse count by which
+    MCTest's sliding-window baseline weights a matching word (Richardson et al. 2013, sec. 4.1;
+    the SQuAD paper's sliding-window baseline too): a word that occurs once in the passage is a
+    more specific anchor than one that occurs ten times."""
+    same = src_ids[:, :, None] == src_ids[:, None, :]  # (B, S, S)
+    count = (same & in_context[:, None, :]).sum(-1).clamp(min=1)
+    return torch.log1p(1.0 / count) * in_context
+
+
 def question_mask(batch: Dict[str, Any], length: int) -> torch.Tensor:
     """``(B, length)`` bool: True at the question tokens of ``<s> question <sep> context </s>``
     (positions 1 to ``context_start - 2``)."""
@@ -128,6 +139,8 @@ class QAModule(StructuredModule):
             attention flow and modeling layers, for a BiLSTM encoder that reads
             ``question <sep> context`` left to right and right to left only).
         reader_layers: BiLSTM layers of the attention-flow modeling layer (BiDAF: 2).
+        inverse_count: attention_flow only: the modeling layer also reads each context token's
+            inverse count in its window (:func:`inverse_count`) and the exact-match feature times it.
         whole_words: widen each predicted span to whole words of the context
             (:func:`whole_word_span`); set false for languages written without spaces.
         **kwargs: see :class:`~s2s_tasks.structured_module.StructuredModule`.
@@ -137,13 +150,16 @@ class QAModule(StructuredModule):
     primary_metric = "f1"
 
     def __init__(self, max_answer_tokens: int = 30, reader: str = "pointer", reader_layers: int = 2, whole_words: bool = True,
-                 **kwargs: Any) -> None:
+                 inverse_count: bool = False, **kwargs: Any) -> None:
         if max_answer_tokens < 1:
             raise ValueError(f"model.max_answer_tokens must be at least 1, got {max_answer_tokens}")
         if reader not in READERS:
             raise ValueError(f"model.reader must be one of {list(READERS)}, got {reader!r}")
         if reader_layers < 1:
             raise ValueError(f"model.reader_layers must be at least 1, got {reader_layers}")
+        if inverse_count and reader != "attention_flow":
+            raise ValueError(f"model.inverse_count feeds the attention-flow modeling layer: set model.reader "
+                             f"attention_flow (got {reader!r}) or model.inverse_count false")
         super().__init__(**kwargs)
 
     # ----------------------------------------------------------------------------- encoder head
@@ -155,8 +171,8 @@ class QAModule(StructuredModule):
         return nn.ModuleDict({
             "dropout": dropout,
             "flow": flow,
-            # + 1: the exact-match feature of each context token
-            "modeling": MaskedLSTM(flow.output_size + 1, input_size, num_layers=self.hparams.reader_layers, dropout=self.hparams.head_dropout),
+            # + 1: the exact-match feature of each context token; + 2: its inverse count, alone and times the match
+            "modeling": MaskedLSTM(flow.output_size + (3 if self.hparams.inverse_count else 1), input_size, num_layers=self.hparams.reader_layers, dropout=self.hparams.head_dropout),
             "end_rnn": MaskedLSTM(input_size, input_size),
             "start": nn.Linear(flow.output_size + input_size, 1),
             "end": nn.Linear(flow.output_size + input_size, 1),
@@ -167,8 +183,12 @@ class QAModule(StructuredModule):
         head, states, mask = self.task_head, enc_out.states, enc_out.mask
         length = states.size(1)
         in_question = question_mask(batch, length)
-        flow = head["flow"](states, in_question, context_mask(batch, length))  # (B, S, 4D)
+        in_context = context_mask(batch, length)
+        flow = head["flow"](states, in_question, in_context)  # (B, S, 4D)
         matches = exact_match(batch["src_ids"], in_question).to(flow.dtype)[..., None]  # (B, S, 1)
+        if self.hparams.inverse_count:
+            weights = inverse_count(batch["src_ids"], in_context).to(flow.dtype)[..., None]
+            matches = torch.cat([matches, weights, matches * weights], -1)  # (B, S, 3)
         modeled = head["modeling"](torch.cat([head["dropout"](flow), matches], -1), mask)  # (B, S, D)
         end_states = head["end_rnn"](head["dropout"](modeled), mask)  # (B, S, D)
         start = head["start"](head["dropout"](torch.cat([flow, modeled], -1)))
