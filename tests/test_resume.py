@@ -188,3 +188,26 @@ def test_every_task_checkpoints_on_a_step_interval_and_resumes_exactly(task):
     module_class, _ = TASKS[task].classes()
     added = module_class.configure_callbacks(object.__new__(module_class))  # needs no state
     assert {type(c).__name__ for c in added} == {"ResumeState", "NonFiniteLossCheck"}
+
+
+@pytest.mark.parametrize("task", ["classification"])
+def test_last_checkpoint_holds_the_latest_validated_weights(tmp_path, task):
+    """The shipped configs write last.ckpt after every validation as well as every N steps, so
+    ``validate``/``predict --ckpt_path last`` after a fit read its final weights. Lightning 2.6
+    writes a callback's save_last only when that callback saved a checkpoint itself: on the
+    step-interval callback alone, last.ckpt kept the weights of the last multiple of N."""
+    callbacks = yaml.safe_load((config_dir() / f"{task}.yaml").read_text(encoding="utf-8"))["trainer"]["callbacks"]
+    checkpoints = [c for c in callbacks if c["class_path"].endswith("ModelCheckpoint")]
+    for callback in checkpoints:
+        if "every_n_train_steps" in callback["init_args"]:
+            callback["init_args"]["every_n_train_steps"] = 4  # the shipped 500, scaled to a 6-step run
+    config = tmp_path / "callbacks.yaml"
+    config.write_text(yaml.safe_dump({"trainer": {"callbacks": checkpoints}}), encoding="utf-8")
+    cli = main(["fit", "--task", task, "--trainer.default_root_dir", str(tmp_path), "--data.cache_dir",
+                str(tmp_path / "cache"), *TINY, "--config", str(config), "--trainer.logger", "false",
+                "--trainer.limit_train_batches", "3", "--trainer.limit_val_batches", "1", "--trainer.max_epochs", "2",
+                "--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false"])
+    assert cli.trainer.global_step == 6
+    (last,) = tmp_path.rglob("last.ckpt")
+    assert torch.load(last, map_location="cpu", weights_only=False)["global_step"] == 6
+    assert not list(tmp_path.rglob("last-v*.ckpt"))  # both writers overwrite the one file
