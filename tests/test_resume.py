@@ -185,6 +185,10 @@ def test_non_finite_loss_stops_with_the_step(tmp_path, monkeypatch):
 def test_every_task_checkpoints_on_a_step_interval_and_resumes_exactly(task):
     callbacks = yaml.safe_load((config_dir() / f"{task}.yaml").read_text())["trainer"]["callbacks"]
     assert any(c.get("init_args", {}).get("every_n_train_steps") for c in callbacks)
+    # last.ckpt after every validation too (the fit below checks what that does, for one task)
+    last_writers = [c["init_args"] for c in callbacks if c.get("init_args", {}).get("save_last")]
+    assert any(w.get("monitor", "absent") is None and not w.get("every_n_train_steps") for w in last_writers)
+    assert all(w.get("enable_version_counter") is False for w in last_writers)
     module_class, _ = TASKS[task].classes()
     added = module_class.configure_callbacks(object.__new__(module_class))  # needs no state
     assert {type(c).__name__ for c in added} == {"ResumeState", "NonFiniteLossCheck"}
