@@ -187,7 +187,15 @@ class StructuredModule(Seq2SeqModule):
                 self._word_keep = self._special_token_ids().to(ids.device)
             ids = word_dropout(ids, p, self._word_keep, UNK_ID)
         self._spell_tokens()
-        return self.encoder(ids, batch["src_mask"])
+        extra = self.input_features(batch)
+        if extra is None:
+            return self.encoder(ids, batch["src_mask"])
+        return self.encoder(ids, batch["src_mask"], extra_embeddings=extra)
+
+    def input_features(self, batch: Dict[str, Any]) -> Optional[torch.Tensor]:
+        """``None``, or ``(B, S, E)`` added to the encoder's token embeddings (``E`` its embedding
+        size): per-token input features a task computes from the batch. Default ``None``."""
+        return None
 
     def _spell_tokens(self) -> None:
         """Give the character CNN (``model.char_cnn``) the spelling of each id, from the run's

@@ -52,6 +52,21 @@ def test_encoder_shapes(name):
         assert torch.all(out.states[~mask] == 0)
 
 
+@pytest.mark.parametrize("name", ["lstm_bi", "transformer"])
+def test_extra_embeddings_are_added_to_the_token_embeddings(name):
+    """extra_embeddings (B, S, E) enter the encoder exactly as a shift of its embeddings would."""
+    torch.manual_seed(0)
+    encoder = ENCODERS[name]().eval()
+    ids, mask = _source()
+    extra = torch.randn(B, S, encoder.embed.dim)
+    torch.testing.assert_close(encoder(ids, mask, extra_embeddings=torch.zeros_like(extra)).states, encoder(ids, mask).states)
+    shifted = encoder(ids, mask, extra_embeddings=extra).states
+    assert not torch.allclose(shifted, encoder(ids, mask).states)
+    plain_embed = encoder.embed.forward
+    encoder.embed.forward = lambda x, offset=0: plain_embed(x, offset) + extra
+    torch.testing.assert_close(encoder(ids, mask).states, shifted)
+
+
 def test_rnn_encoder_final_state_is_last_layer_h():
     torch.manual_seed(0)
     encoder = RNNEncoder(V, 8, 10, num_layers=2, cell="lstm", bidirectional=True).eval()

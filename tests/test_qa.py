@@ -4,6 +4,7 @@ window rows and prediction records, the sample data, and a short learning run.""
 
 import importlib.util
 import json
+import logging
 import math
 import re
 from pathlib import Path
@@ -163,6 +164,59 @@ def test_windows_cover_every_answer_and_map_back_exactly(sample_data):
         else:
             assert fields["end_position"][i] == 0
     assert reachable == set(examples)  # every answer lies inside at least one window
+
+
+def test_all_answer_targets_give_each_reference_answer_and_average_its_loss(tmp_path, caplog):
+    """data.answer_targets all: one target per reference answer (repeats kept); the loss averages them."""
+    from s2s_tasks.tasks.qa.model import answers_cross_entropy
+
+    record = _record()
+    born = CONTEXT.index("Lisbon in 1984")
+    record["answers"] = {"text": ["Lisbon", "Lisbon in 1984", "Lisbon"], "answer_start": [born, born, born]}
+    batches = {}
+    for targets in ("first", "all"):
+        (tmp_path / targets).mkdir()
+        data = _datamodule(tmp_path / targets, [record], answer_targets=targets)
+        data.setup("fit")
+        batches[targets] = next(iter(data.train_dataloader()))
+    first, every = batches["first"], batches["all"]
+    assert "start_positions" not in first
+    assert every["start_positions"].tolist() == [[first["start_position"].item()] * 3]
+    ends = every["end_positions"][0].tolist()
+    assert ends[0] == ends[2] == first["end_position"].item() and ends[1] > ends[0]
+    # the loss: the mean of the answers' cross-entropies, the repeated answer counting twice
+    logits = torch.randn(2, 12)
+    positions = torch.tensor([[3, 5, 3], [4, -100, -100]])
+    ce = lambda row, k: -logits[row].log_softmax(-1)[k]  # noqa: E731
+    expected = (2 * ce(0, 3) + ce(0, 5)) / 3 + ce(1, 4)
+    torch.testing.assert_close(answers_cross_entropy(logits, positions), expected)
+    # an answer after the first that fits no window is counted, as the first answer's would be
+    long = dict(record, answers={"text": ["Lisbon", CONTEXT[:37]], "answer_start": [born, 0]})
+    (tmp_path / "windows").mkdir()
+    data = _datamodule(tmp_path / "windows", [long], answer_targets="all", max_source_tokens=24, max_question_tokens=8,
+                       doc_stride=4)
+    with caplog.at_level(logging.WARNING):
+        data.setup("fit")
+    assert "1 of 1 reference answers after the first fit no single window" in caplog.text
+    with pytest.raises(ValueError, match="data.answer_targets must be one of"):
+        QADataModule(answer_targets="majority")
+    with pytest.raises(ValueError, match="set data.answer_targets first"):
+        QADataModule(head="generate", answer_targets="all")
+
+
+def test_all_answer_targets_equal_the_first_answers_loss_with_one_answer(tmp_path):
+    """The sample has one answer per question: there data.answer_targets all gives BERT's loss exactly."""
+    pl.seed_everything(0)
+    data = QADataModule(tokenizer_vocab_size=600, max_source_tokens=48, doc_stride=12, max_question_tokens=16,
+                        answer_targets="all", cache_dir=str(tmp_path / "cache"))
+    data.setup("fit")
+    batch = next(iter(data.train_dataloader()))
+    torch.testing.assert_close(batch["start_positions"][:, 0], batch["start_position"])
+    model = _tiny_model(data).eval()
+    with torch.no_grad():
+        single = model.head_loss(model.head_forward(batch, model.encode(batch)), {k: v for k, v in batch.items() if not k.endswith("positions")})
+        multi = model.head_loss(model.head_forward(batch, model.encode(batch)), batch)
+    torch.testing.assert_close(single[0], multi[0])  # one answer each: the same loss as the first answer's
 
 
 def test_windows_overlap_by_window_minus_stride(sample_data):
@@ -375,10 +429,52 @@ def test_attention_flow_reader_raises_validation_f1(tmp_path):
 
 @pytest.mark.parametrize("kwargs, message", [({"reader": "bidaf"}, "model.reader must be one of"),
                                              ({"reader_layers": 0}, "model.reader_layers"),
-                                             ({"inverse_count": True}, "set model.reader attention_flow")])
+                                             ({"inverse_count": True}, "set model.reader attention_flow"),
+                                             ({"self_attention": True}, "model.self_attention false"),
+                                             ({"match_inputs": True, "head": "generate"}, "model.match_inputs")])
 def test_reader_settings_are_checked(kwargs, message):
     with pytest.raises(ValueError, match=message):
         QAModule(vocab_size=10, **kwargs)
+
+
+def test_self_attention_sits_between_the_modeling_layer_and_the_pointers(sample_data):
+    """model.self_attention adds ContextSelfAttention over the modeling BiLSTM's output; the loss reaches it."""
+    sample_data.setup("fit")
+    batch = next(iter(sample_data.train_dataloader()))
+    model = QAModule(vocab_size=sample_data.vocab_size, pad_id=sample_data.pad_id, architecture="rnn", rnn_cell="lstm",
+                     d_model=16, embedding_dim=16, num_encoder_layers=1, reader="attention_flow", reader_layers=1,
+                     self_attention=True, log_examples=0)
+    assert "self_attention" in model.task_head
+    model.training_losses(batch)["loss"].backward()
+    layer = model.task_head["self_attention"]
+    assert layer.project.weight.grad.abs().sum() > 0 and layer.product_weight.grad.abs().sum() > 0
+
+
+def test_match_inputs_reach_the_encoder_at_the_context_tokens_only(sample_data):
+    """model.match_inputs adds the projected match features to the context tokens' embeddings."""
+    from s2s_tasks.tasks.qa.model import context_mask
+
+    sample_data.setup("fit")
+    batch = next(iter(sample_data.train_dataloader()))
+    kwargs = dict(vocab_size=sample_data.vocab_size, pad_id=sample_data.pad_id, architecture="rnn", rnn_cell="lstm",
+                  d_model=16, embedding_dim=12, num_encoder_layers=1, reader="attention_flow", reader_layers=1,
+                  log_examples=0)
+    model = QAModule(match_inputs=True, **kwargs)
+    assert QAModule(**kwargs).input_features(batch) is None
+    features = model.input_features(batch)
+    assert features.shape == (*batch["src_ids"].shape, 12)
+    # outside the context every feature is 0, so the projection adds its bias alone
+    outside = ~context_mask(batch, batch["src_ids"].size(1))
+    torch.testing.assert_close(features[outside], model.match_embedding.bias.expand(int(outside.sum()), 12))
+    model.training_losses(batch)["loss"].backward()
+    assert model.match_embedding.weight.grad.abs().sum() > 0
+    # the encoder's states change with them
+    model.eval()
+    with torch.no_grad():
+        with_features = model.encode(batch).states
+        model.match_embedding.weight.zero_()
+        model.match_embedding.bias.zero_()
+        assert not torch.allclose(model.encode(batch).states, with_features)
 
 
 def test_exact_match_marks_tokens_that_occur_in_the_question():

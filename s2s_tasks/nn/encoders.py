@@ -8,7 +8,7 @@ Shapes: ``B`` batch, ``S`` source length, ``D`` output size. Masks are bool, ``T
 
 from __future__ import annotations
 
-from typing import Dict, Type
+from typing import Dict, Optional, Type
 
 from torch import Tensor, nn
 
@@ -30,11 +30,18 @@ def rnn_class(cell: str) -> Type[nn.RNNBase]:
     return RNN_CELLS[cell]
 
 
+def _embed(embed: Embeddings, src_ids: Tensor, extra_embeddings: Optional[Tensor]) -> Tensor:
+    x = embed(src_ids)
+    return x if extra_embeddings is None else x + extra_embeddings.to(x.dtype)
+
+
 class Encoder(nn.Module):
     """Base class of every encoder.
 
-    ``forward(src_ids (B, S) long, src_mask (B, S) bool) -> EncoderOutput`` with
-    ``states (B, S, output_size)``.
+    ``forward(src_ids (B, S) long, src_mask (B, S) bool, extra_embeddings=None) -> EncoderOutput``
+    with ``states (B, S, output_size)``. ``extra_embeddings``, ``None`` or ``(B, S, E)`` with ``E``
+    the embedding size, is added to the token embeddings: per-token input features a task
+    computes (e.g. QA's question-match features, :class:`~s2s_tasks.tasks.qa.model.QAModule`).
     """
 
     @property
@@ -42,7 +49,7 @@ class Encoder(nn.Module):
         """Size ``D`` of the encoder states."""
         raise NotImplementedError
 
-    def forward(self, src_ids: Tensor, src_mask: Tensor) -> EncoderOutput:
+    def forward(self, src_ids: Tensor, src_mask: Tensor, extra_embeddings: Optional[Tensor] = None) -> EncoderOutput:
         raise NotImplementedError
 
 
@@ -90,10 +97,11 @@ class RNNEncoder(Encoder):
     def output_size(self) -> int:
         return self.hidden_size
 
-    def forward(self, src_ids: Tensor, src_mask: Tensor) -> EncoderOutput:
-        """``src_ids (B, S)``, ``src_mask (B, S)`` -> states ``(B, S, hidden_size)``, final ``(B, hidden_size)``."""
+    def forward(self, src_ids: Tensor, src_mask: Tensor, extra_embeddings: Optional[Tensor] = None) -> EncoderOutput:
+        """``src_ids (B, S)``, ``src_mask (B, S)`` (and ``extra_embeddings (B, S, embedding_dim)``,
+        added to the embeddings) -> states ``(B, S, hidden_size)``, final ``(B, hidden_size)``."""
         batch_size = src_ids.size(0)
-        states, hidden = run_masked(self.rnn, self.embed(src_ids), src_mask)
+        states, hidden = run_masked(self.rnn, _embed(self.embed, src_ids, extra_embeddings), src_mask)
         # (layers * directions, B, H/dirs) -> last layer -> (B, directions * H/dirs)
         last = hidden.view(self.num_layers, self.num_directions, batch_size, -1)[-1]
         final_state = last.transpose(0, 1).reshape(batch_size, self.hidden_size)
@@ -188,9 +196,10 @@ class TransformerEncoder(Encoder):
     def output_size(self) -> int:
         return self.d_model
 
-    def forward(self, src_ids: Tensor, src_mask: Tensor) -> EncoderOutput:
-        """``src_ids (B, S)``, ``src_mask (B, S)`` -> states ``(B, S, d_model)``."""
-        x = self.embed(src_ids)
+    def forward(self, src_ids: Tensor, src_mask: Tensor, extra_embeddings: Optional[Tensor] = None) -> EncoderOutput:
+        """``src_ids (B, S)``, ``src_mask (B, S)`` (and ``extra_embeddings (B, S, d_model)``, added to
+        the scaled token and position embeddings) -> states ``(B, S, d_model)``."""
+        x = _embed(self.embed, src_ids, extra_embeddings)
         for layer in self.layers:
             x = layer(x, src_mask)
         return EncoderOutput(states=self.final_norm(x), mask=src_mask, final_state=None)

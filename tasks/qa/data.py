@@ -90,6 +90,10 @@ def answer_token_span(spans: Sequence[Span], start_char: int, end_char: int) -> 
     return (first, last) if first <= last else None
 
 
+#: data.answer_targets: which reference answers the span loss trains on
+ANSWER_TARGETS = ("first", "all")
+
+
 # ----------------------------------------------------------------------------- the data module
 class QADataModule(StructuredDataModule):
     """Extractive QA records in SQuAD v1.1 format: a context (``data.context_column``), a question
@@ -105,7 +109,8 @@ class QADataModule(StructuredDataModule):
     ``data.max_source_tokens - len(question) - 3`` tokens that start every ``data.doc_stride``
     tokens (see :func:`split_windows`: BERT's convention, the step between window starts). The
     training target of a window is the token span of the first answer when it lies wholly
-    inside the window, else position 0 (``<s>``, "no answer here", as in BERT). Every feature
+    inside the window, else position 0 (``<s>``, "no answer here", as in BERT); with
+    ``data.answer_targets all``, each reference answer's span (or 0) is a target. Every feature
     keeps the character span of each of its context tokens, so a predicted token span maps back
     to characters of the original context.
 
@@ -122,6 +127,12 @@ class QADataModule(StructuredDataModule):
         doc_stride: step in tokens between the starts of consecutive windows of a long context;
             at most the shortest window (``max_source_tokens - max_question_tokens - 3``).
         max_question_tokens: longer questions are cut (and counted).
+        answer_targets: the span loss's targets where a question has several reference answers
+            (SQuAD's development questions have three, often with different boundaries):
+            ``first`` (the first answer, as in BERT's SQuAD recipe) or ``all`` (every reference
+            answer: the start and end losses average the cross-entropies of the answers, so an
+            answer given by two annotators counts twice; features gain ``start_positions`` and
+            ``end_positions``, ``(B, K)``). Encoder head only.
         **kwargs: see :class:`~s2s_tasks.data.structured.StructuredDataModule`
             (``max_source_tokens`` is the length of a whole window input).
     """
@@ -129,7 +140,8 @@ class QADataModule(StructuredDataModule):
     sample_dir = Path(__file__).resolve().parent / "sample"
     uses_labels: ClassVar[bool] = False
     special_tokens: ClassVar[Tuple[str, ...]] = (SEP,)
-    tensor_fields: ClassVar[Tuple[str, ...]] = ("start_position", "end_position", "context_start", "context_length")
+    tensor_fields: ClassVar[Tuple[str, ...]] = ("start_position", "end_position", "context_start", "context_length",
+                                                "start_positions", "end_positions")
 
     def __init__(
         self,
@@ -139,10 +151,16 @@ class QADataModule(StructuredDataModule):
         id_column: Optional[str] = "id",
         doc_stride: int = 128,
         max_question_tokens: int = 64,
+        answer_targets: str = "first",
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)  # save_hyperparameters there records the arguments above too
         hp = self.hparams
+        if answer_targets not in ANSWER_TARGETS:
+            raise ValueError(f"data.answer_targets must be one of {list(ANSWER_TARGETS)}, got {answer_targets!r}")
+        if answer_targets == "all" and hp.head != "encoder":
+            raise ValueError("data.answer_targets all sets the targets of the span pointers (model.head encoder); the "
+                             "generate head learns the first answer's text: set data.answer_targets first")
         if max_question_tokens < 1:
             raise ValueError(f"data.max_question_tokens must be at least 1, got {max_question_tokens}")
         if hp.head == "encoder":
@@ -224,7 +242,8 @@ class QADataModule(StructuredDataModule):
         token in ``src_ids``) and ``context_length``; ``offsets`` (the ``[start, end)``
         character span in the context of each of the window's tokens); and with gold
         ``start_position``/``end_position`` (positions in ``src_ids``, 0 when the first answer
-        is not wholly inside the window).
+        is not wholly inside the window); with ``data.answer_targets all`` also
+        ``start_positions``/``end_positions``, the same for each reference answer.
         """
         hp = self.hparams
         sep_id = tokenizer.token_to_id(SEP)
@@ -236,13 +255,19 @@ class QADataModule(StructuredDataModule):
         }
         features: List[Dict[str, Any]] = []
         long_contexts = outside = unaligned = 0
+        others = others_outside = 0  # data.answer_targets all: the reference answers after the first
         for n, example in enumerate(examples):
             question = questions[n][: hp.max_question_tokens]
             ids, spans = encoded[example.context]
             windows = split_windows(len(ids), hp.max_source_tokens - len(question) - 3, hp.doc_stride)
             long_contexts += len(windows) > 1
-            target = None
+            target, targets = None, []
             if with_gold:
+                if hp.answer_targets == "all":
+                    targets = [answer_token_span(spans, s, s + len(t)) for t, s in zip(example.answers, example.answer_starts)]
+                    others += len(targets) - 1
+                    others_outside += sum(t is None or not any(s <= t[0] and t[1] < s + length for s, length in windows)
+                                          for t in targets[1:])
                 start_char = example.answer_starts[0]
                 end_char = start_char + len(example.answers[0])
                 target = answer_token_span(spans, start_char, end_char)
@@ -266,6 +291,10 @@ class QADataModule(StructuredDataModule):
                     inside = target is not None and start <= target[0] and target[1] < start + length
                     feature["start_position"] = offset + target[0] - start if inside else 0
                     feature["end_position"] = offset + target[1] - start if inside else 0
+                    if hp.answer_targets == "all":
+                        inside_all = [t is not None and start <= t[0] and t[1] < start + length for t in targets]
+                        feature["start_positions"] = [offset + t[0] - start if i else 0 for t, i in zip(targets, inside_all)]
+                        feature["end_positions"] = [offset + t[1] - start if i else 0 for t, i in zip(targets, inside_all)]
                 features.append(feature)
         total = len(examples)
         self.report(origin, sum(len(q) > hp.max_question_tokens for q in questions), total,
@@ -279,6 +308,10 @@ class QADataModule(StructuredDataModule):
         self.report(origin, outside, total,
                     "answers fit no single window (trained as 'no answer' in every window); raise data.max_source_tokens "
                     "or lower data.doc_stride")
+        if hp.answer_targets == "all":
+            self.report(origin, others_outside, others,
+                        "reference answers after the first fit no single window (data.answer_targets all trains them as "
+                        "'no answer' in every window); raise data.max_source_tokens or lower data.doc_stride")
         return features
 
 

@@ -8,8 +8,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from s2s_tasks.data.datamodule import LABEL_PAD
 from s2s_tasks.metrics import squad_scores
-from s2s_tasks.nn.attention_flow import AttentionFlow, MaskedLSTM
+from s2s_tasks.nn.attention_flow import AttentionFlow, ContextSelfAttention, MaskedLSTM
 from s2s_tasks.nn.dropout import Dropout
 from s2s_tasks.structured_module import StructuredModule
 
@@ -54,6 +55,17 @@ def inverse_count(src_ids: torch.Tensor, in_context: torch.Tensor) -> torch.Tens
     same = src_ids[:, :, None] == src_ids[:, None, :]  # (B, S, S)
     count = (same & in_context[:, None, :]).sum(-1).clamp(min=1)
     return torch.log1p(1.0 / count) * in_context
+
+
+def answers_cross_entropy(logits: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+    """``logits (B, S)``, ``positions (B, K)`` (the reference answers' positions, ``LABEL_PAD``
+    after a row's last) -> the sum over rows of the mean over a row's answers of
+    ``-log softmax(logits)[position]``: the cross-entropy against the answers' empirical
+    distribution (an answer given twice has twice the weight)."""
+    valid = positions != LABEL_PAD
+    log_probs = logits.float().log_softmax(-1).gather(1, positions.clamp(min=0))  # (B, K)
+    per_row = -(log_probs * valid).sum(1) / valid.sum(1).clamp(min=1)
+    return per_row.sum()
 
 
 def question_mask(batch: Dict[str, Any], length: int) -> torch.Tensor:
@@ -117,7 +129,9 @@ class QAModule(StructuredModule):
     the question and the context positions (:class:`~s2s_tasks.nn.attention_flow.AttentionFlow`)
     gives query-aware vectors ``G (B, S, 4D)``; a BiLSTM of ``model.reader_layers`` layers
     reads them, with each token's exact-match feature (:func:`exact_match`), into ``M``;
-    ``start = w1 . [G; M]``, and ``end = w2 . [G; M2]`` with ``M2`` one more BiLSTM over ``M``.
+    ``start = w1 . [G; M]``, and ``end = w2 . [G; M2]`` with ``M2`` one more BiLSTM over ``M``;
+    with ``self_attention``, ``M`` is first passed through a residual self-attention among the
+    context positions (:class:`~s2s_tasks.nn.attention_flow.ContextSelfAttention`).
     Logits are restricted to the window's context tokens and, for the loss only, position 0
     (``<s>``), the target of windows that do not hold the answer. The loss is the mean of the
     start and end cross-entropies per window. A window's
@@ -141,6 +155,14 @@ class QAModule(StructuredModule):
         reader_layers: BiLSTM layers of the attention-flow modeling layer (BiDAF: 2).
         inverse_count: attention_flow only: the modeling layer also reads each context token's
             inverse count in its window (:func:`inverse_count`) and the exact-match feature times it.
+        self_attention: attention_flow only: residual self-attention among the context positions
+            over the modeling layer's output (Clark and Gardner 2018, sec. 3.1).
+        match_inputs: the encoder also reads each context token's question-match features: its
+            exact match (:func:`exact_match`), its inverse count (:func:`inverse_count`) and their
+            product, projected to the embedding size and added to its token embedding (DrQA feeds
+            such features to its paragraph encoder: Chen et al. 2017, sec. 3.1), so that the
+            encoder's states, which the reader compares with the question, already know where
+            the question's words are. Models trained from scratch (not ``model.pretrained``).
         whole_words: widen each predicted span to whole words of the context
             (:func:`whole_word_span`); set false for languages written without spaces.
         **kwargs: see :class:`~s2s_tasks.structured_module.StructuredModule`.
@@ -150,7 +172,8 @@ class QAModule(StructuredModule):
     primary_metric = "f1"
 
     def __init__(self, max_answer_tokens: int = 30, reader: str = "pointer", reader_layers: int = 2, whole_words: bool = True,
-                 inverse_count: bool = False, **kwargs: Any) -> None:
+                 inverse_count: bool = False, self_attention: bool = False, match_inputs: bool = False,
+                 **kwargs: Any) -> None:
         if max_answer_tokens < 1:
             raise ValueError(f"model.max_answer_tokens must be at least 1, got {max_answer_tokens}")
         if reader not in READERS:
@@ -160,7 +183,29 @@ class QAModule(StructuredModule):
         if inverse_count and reader != "attention_flow":
             raise ValueError(f"model.inverse_count feeds the attention-flow modeling layer: set model.reader "
                              f"attention_flow (got {reader!r}) or model.inverse_count false")
+        if self_attention and reader != "attention_flow":
+            raise ValueError(f"model.self_attention works on the attention-flow modeling layer: set model.reader "
+                             f"attention_flow (got {reader!r}) or model.self_attention false")
+        if match_inputs and (kwargs.get("head", "encoder") != "encoder" or kwargs.get("pretrained")):
+            raise ValueError("model.match_inputs adds features to the token embeddings of the encoder head trained from "
+                             "scratch; set it false with model.head generate or model.pretrained")
         super().__init__(**kwargs)
+
+    def build_network(self, network_args: Dict[str, Any]) -> None:
+        super().build_network(network_args)
+        if self.hparams.get("match_inputs"):
+            self.match_embedding = nn.Linear(3, self.encoder.embed.dim)
+
+    def input_features(self, batch: Dict[str, Any]) -> Optional[torch.Tensor]:
+        """With ``model.match_inputs``: ``(B, S, E)``, the projected exact match, inverse count and
+        their product of each context token (0 at the other positions)."""
+        if not self.hparams.get("match_inputs"):
+            return None
+        ids = batch["src_ids"]
+        in_context = context_mask(batch, ids.size(1))
+        matches = (exact_match(ids, question_mask(batch, ids.size(1))) & in_context).float()
+        weights = inverse_count(ids, in_context)
+        return self.match_embedding(torch.stack([matches, weights, matches * weights], -1))
 
     # ----------------------------------------------------------------------------- encoder head
     def build_head(self, input_size: int) -> nn.Module:
@@ -168,7 +213,7 @@ class QAModule(StructuredModule):
         if self.hparams.reader == "pointer":
             return nn.Sequential(dropout, nn.Linear(input_size, 2))
         flow = AttentionFlow(input_size)
-        return nn.ModuleDict({
+        layers = nn.ModuleDict({
             "dropout": dropout,
             "flow": flow,
             # + 1: the exact-match feature of each context token; + 2: its inverse count, alone and times the match
@@ -177,6 +222,9 @@ class QAModule(StructuredModule):
             "start": nn.Linear(flow.output_size + input_size, 1),
             "end": nn.Linear(flow.output_size + input_size, 1),
         })
+        if self.hparams.self_attention:
+            layers["self_attention"] = ContextSelfAttention(input_size)
+        return layers
 
     def _attention_flow_logits(self, batch: Dict[str, Any], enc_out) -> torch.Tensor:
         """BiDAF's attention flow, modeling and output layers -> ``(B, S, 2)``."""
@@ -190,6 +238,8 @@ class QAModule(StructuredModule):
             weights = inverse_count(batch["src_ids"], in_context).to(flow.dtype)[..., None]
             matches = torch.cat([matches, weights, matches * weights], -1)  # (B, S, 3)
         modeled = head["modeling"](torch.cat([head["dropout"](flow), matches], -1), mask)  # (B, S, D)
+        if "self_attention" in head:
+            modeled = head["self_attention"](head["dropout"](modeled), in_context)  # (B, S, D)
         end_states = head["end_rnn"](head["dropout"](modeled), mask)  # (B, S, D)
         start = head["start"](head["dropout"](torch.cat([flow, modeled], -1)))
         end = head["end"](head["dropout"](torch.cat([flow, end_states], -1)))
@@ -207,7 +257,13 @@ class QAModule(StructuredModule):
         return logits[..., 0], logits[..., 1]
 
     def head_loss(self, outputs: Tuple[torch.Tensor, torch.Tensor], batch: Dict[str, Any]) -> Tuple[torch.Tensor, int]:
+        """Summed over windows: the mean of the start and end cross-entropies, each averaged over the
+        reference answers when the batch has them all (``data.answer_targets all``)."""
         start_logits, end_logits = outputs
+        if "start_positions" in batch:
+            start = answers_cross_entropy(start_logits, batch["start_positions"])
+            end = answers_cross_entropy(end_logits, batch["end_positions"])
+            return (start + end) / 2, int(batch["start_positions"].size(0))
         start = F.cross_entropy(start_logits, batch["start_position"], reduction="sum")
         end = F.cross_entropy(end_logits, batch["end_position"], reduction="sum")
         return (start + end) / 2, int(batch["start_position"].numel())
