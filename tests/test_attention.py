@@ -262,37 +262,6 @@ def test_attention_flow_reads_only_the_question_and_context_it_is_given():
     assert out[0, 5, 8:16].norm() <= states[0, 1:4].norm(dim=-1).max() + 1e-5
 
 
-def test_context_self_attention_reads_other_context_positions_only():
-    from s2s_tasks.nn.attention_flow import ContextSelfAttention
-
-    torch.manual_seed(0)
-    layer = ContextSelfAttention(8)
-    states = torch.randn(2, 10, 8)
-    context = torch.zeros(2, 10, dtype=torch.bool)
-    context[0, 4:9] = True
-    context[1, 4:7] = True
-    out = layer(states, context)
-    assert out.shape == (2, 10, 8)
-    # residual: the input plus a ReLU, so never below it
-    assert bool((out >= states - 1e-6).all())
-    # positions outside the context (question, separators, padding) change no context row
-    changed = states.clone()
-    changed[:, :4] += 5.0
-    changed[1, 7:] -= 3.0
-    assert torch.allclose(layer(changed, context)[context], out[context], atol=1e-6)
-    # another context position does change the rows that attend to it
-    changed[0, 6] += 1.0
-    moved = layer(changed, context)
-    assert not torch.allclose(moved[0, 4], out[0, 4], atol=1e-4)
-    # a position does not attend to itself: with two context positions each reads only the other
-    two = torch.zeros(1, 10, dtype=torch.bool)
-    two[0, 4:6] = True
-    x = torch.randn(1, 10, 8)
-    attended = x[0, 5]
-    expected = x[0, 4] + torch.relu(layer.project(torch.cat([x[0, 4], attended, x[0, 4] * attended])))
-    torch.testing.assert_close(layer(x, two)[0, 4], expected)
-
-
 def test_masked_lstm_outputs_do_not_depend_on_padding():
     from s2s_tasks.nn.attention_flow import MaskedLSTM
 

@@ -430,24 +430,10 @@ def test_attention_flow_reader_raises_validation_f1(tmp_path):
 @pytest.mark.parametrize("kwargs, message", [({"reader": "bidaf"}, "model.reader must be one of"),
                                              ({"reader_layers": 0}, "model.reader_layers"),
                                              ({"inverse_count": True}, "set model.reader attention_flow"),
-                                             ({"self_attention": True}, "model.self_attention false"),
                                              ({"match_inputs": True, "head": "generate"}, "model.match_inputs")])
 def test_reader_settings_are_checked(kwargs, message):
     with pytest.raises(ValueError, match=message):
         QAModule(vocab_size=10, **kwargs)
-
-
-def test_self_attention_sits_between_the_modeling_layer_and_the_pointers(sample_data):
-    """model.self_attention adds ContextSelfAttention over the modeling BiLSTM's output; the loss reaches it."""
-    sample_data.setup("fit")
-    batch = next(iter(sample_data.train_dataloader()))
-    model = QAModule(vocab_size=sample_data.vocab_size, pad_id=sample_data.pad_id, architecture="rnn", rnn_cell="lstm",
-                     d_model=16, embedding_dim=16, num_encoder_layers=1, reader="attention_flow", reader_layers=1,
-                     self_attention=True, log_examples=0)
-    assert "self_attention" in model.task_head
-    model.training_losses(batch)["loss"].backward()
-    layer = model.task_head["self_attention"]
-    assert layer.project.weight.grad.abs().sum() > 0 and layer.product_weight.grad.abs().sum() > 0
 
 
 def test_match_inputs_reach_the_encoder_at_the_context_tokens_only(sample_data):

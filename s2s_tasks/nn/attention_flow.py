@@ -3,8 +3,6 @@ for extractive reading comprehension.
 
 * :class:`AttentionFlow` -- the attention flow layer: trilinear similarity, context-to-question
   and question-to-context attention, and the query-aware vectors ``G``.
-* :class:`ContextSelfAttention` -- residual self-attention among the context positions (Clark and
-  Gardner, 2018), after the modeling layer.
 * :class:`MaskedLSTM` -- a (bidirectional) LSTM over feature vectors that never reads padding,
   for BiDAF's modeling and output layers.
 
@@ -19,17 +17,6 @@ from torch import Tensor, nn
 
 from .attention import masked_softmax
 from .masked_rnn import run_masked
-
-
-def trilinear_similarity(states: Tensor, first_weight: nn.Linear, second_weight: nn.Linear, product_weight: Tensor) -> Tensor:
-    """BiDAF's similarity (Seo et al., 2017, eq. 1) of every two positions of ``states (B, S, D)``:
-    ``S_tj = w_1 . h_t + w_2 . h_j + (h_t * w_12) . h_j`` -> ``(B, S, S)``, without materialising
-    the ``(B, S, S, 3D)`` concatenation ``[h_t; h_j; h_t * h_j]``."""
-    return (
-        first_weight(states)  # (B, S, 1)
-        + second_weight(states).transpose(1, 2)  # (B, 1, S)
-        + torch.bmm(states * product_weight, states.transpose(1, 2))  # (B, S, S)
-    )
 
 
 class AttentionFlow(nn.Module):
@@ -59,43 +46,18 @@ class AttentionFlow(nn.Module):
     def forward(self, states: Tensor, question_mask: Tensor, context_mask: Tensor) -> Tensor:
         """``states (B, S, D)``, ``question_mask`` and ``context_mask`` ``(B, S)`` -> ``G (B, S, 4D)``
         (rows outside the context are computed too; the caller masks them)."""
-        # S_tj = w_h . h_t + w_u . u_j + (h_t * w_hu) . u_j
-        similarity = trilinear_similarity(states, self.context_weight, self.question_weight, self.product_weight)
+        # S_tj = w_h . h_t + w_u . u_j + (h_t * w_hu) . u_j, without materialising (B, S, S, 3D)
+        similarity = (
+            self.context_weight(states)  # (B, S, 1)
+            + self.question_weight(states).transpose(1, 2)  # (B, 1, S)
+            + torch.bmm(states * self.product_weight, states.transpose(1, 2))  # (B, S, S)
+        )
         to_question = masked_softmax(similarity, question_mask[:, None, :], dim=-1)  # (B, S, S)
         attended_question = torch.bmm(to_question, states)  # (B, S, D)
         best = similarity.masked_fill(~question_mask[:, None, :], torch.finfo(similarity.dtype).min).amax(-1)  # (B, S)
         to_context = masked_softmax(best, context_mask, dim=-1)  # (B, S)
         attended_context = torch.bmm(to_context[:, None, :], states)  # (B, 1, D)
         return torch.cat([states, attended_question, states * attended_question, states * attended_context], dim=-1)
-
-
-class ContextSelfAttention(nn.Module):
-    """Residual self-attention among the context positions (Clark and Gardner, 2018, "Simple and
-    Effective Multi-Paragraph Reading Comprehension", sec. 3.1), so that a position compares itself
-    with evidence elsewhere in the passage, beyond what a BiLSTM carries.
-
-    The similarity of :func:`trilinear_similarity` between context positions ``t`` and ``j``, with
-    ``S_tt = -inf`` (a position does not attend to itself); ``a_t = softmax_j(S_t:)``,
-    ``c_t = sum_j a_tj h_j``; output ``h_t + ReLU(W [h_t; c_t; h_t * c_t] + b)``. Clark and Gardner
-    run a BiGRU over the input first; here the input is already the modeling BiLSTM's output.
-    """
-
-    def __init__(self, size: int) -> None:
-        super().__init__()
-        self.first_weight = nn.Linear(size, 1, bias=False)
-        self.second_weight = nn.Linear(size, 1, bias=False)
-        self.product_weight = nn.Parameter(torch.empty(size).uniform_(-1.0 / size**0.5, 1.0 / size**0.5))
-        self.project = nn.Linear(3 * size, size)
-
-    def forward(self, states: Tensor, context_mask: Tensor) -> Tensor:
-        """``states (B, S, D)``, ``context_mask (B, S)`` -> ``(B, S, D)`` (rows outside the context
-        are computed too, from the context positions; the caller masks them)."""
-        similarity = trilinear_similarity(states, self.first_weight, self.second_weight, self.product_weight)
-        length = states.size(1)
-        other = ~torch.eye(length, dtype=torch.bool, device=states.device)
-        weights = masked_softmax(similarity, context_mask[:, None, :] & other, dim=-1)  # (B, S, S)
-        attended = torch.bmm(weights, states)  # (B, S, D)
-        return states + torch.relu(self.project(torch.cat([states, attended, states * attended], dim=-1)))
 
 
 class MaskedLSTM(nn.Module):

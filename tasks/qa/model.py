@@ -10,7 +10,7 @@ from torch import nn
 
 from s2s_tasks.data.datamodule import LABEL_PAD
 from s2s_tasks.metrics import squad_scores
-from s2s_tasks.nn.attention_flow import AttentionFlow, ContextSelfAttention, MaskedLSTM
+from s2s_tasks.nn.attention_flow import AttentionFlow, MaskedLSTM
 from s2s_tasks.nn.dropout import Dropout
 from s2s_tasks.structured_module import StructuredModule
 
@@ -129,9 +129,7 @@ class QAModule(StructuredModule):
     the question and the context positions (:class:`~s2s_tasks.nn.attention_flow.AttentionFlow`)
     gives query-aware vectors ``G (B, S, 4D)``; a BiLSTM of ``model.reader_layers`` layers
     reads them, with each token's exact-match feature (:func:`exact_match`), into ``M``;
-    ``start = w1 . [G; M]``, and ``end = w2 . [G; M2]`` with ``M2`` one more BiLSTM over ``M``;
-    with ``self_attention``, ``M`` is first passed through a residual self-attention among the
-    context positions (:class:`~s2s_tasks.nn.attention_flow.ContextSelfAttention`).
+    ``start = w1 . [G; M]``, and ``end = w2 . [G; M2]`` with ``M2`` one more BiLSTM over ``M``.
     Logits are restricted to the window's context tokens and, for the loss only, position 0
     (``<s>``), the target of windows that do not hold the answer. The loss is the mean of the
     start and end cross-entropies per window. A window's
@@ -155,8 +153,6 @@ class QAModule(StructuredModule):
         reader_layers: BiLSTM layers of the attention-flow modeling layer (BiDAF: 2).
         inverse_count: attention_flow only: the modeling layer also reads each context token's
             inverse count in its window (:func:`inverse_count`) and the exact-match feature times it.
-        self_attention: attention_flow only: residual self-attention among the context positions
-            over the modeling layer's output (Clark and Gardner 2018, sec. 3.1).
         match_inputs: the encoder also reads each context token's question-match features: its
             exact match (:func:`exact_match`), its inverse count (:func:`inverse_count`) and their
             product, projected to the embedding size and added to its token embedding (DrQA feeds
@@ -172,8 +168,7 @@ class QAModule(StructuredModule):
     primary_metric = "f1"
 
     def __init__(self, max_answer_tokens: int = 30, reader: str = "pointer", reader_layers: int = 2, whole_words: bool = True,
-                 inverse_count: bool = False, self_attention: bool = False, match_inputs: bool = False,
-                 **kwargs: Any) -> None:
+                 inverse_count: bool = False, match_inputs: bool = False, **kwargs: Any) -> None:
         if max_answer_tokens < 1:
             raise ValueError(f"model.max_answer_tokens must be at least 1, got {max_answer_tokens}")
         if reader not in READERS:
@@ -183,9 +178,6 @@ class QAModule(StructuredModule):
         if inverse_count and reader != "attention_flow":
             raise ValueError(f"model.inverse_count feeds the attention-flow modeling layer: set model.reader "
                              f"attention_flow (got {reader!r}) or model.inverse_count false")
-        if self_attention and reader != "attention_flow":
-            raise ValueError(f"model.self_attention works on the attention-flow modeling layer: set model.reader "
-                             f"attention_flow (got {reader!r}) or model.self_attention false")
         if match_inputs and (kwargs.get("head", "encoder") != "encoder" or kwargs.get("pretrained")):
             raise ValueError("model.match_inputs adds features to the token embeddings of the encoder head trained from "
                              "scratch; set it false with model.head generate or model.pretrained")
@@ -213,7 +205,7 @@ class QAModule(StructuredModule):
         if self.hparams.reader == "pointer":
             return nn.Sequential(dropout, nn.Linear(input_size, 2))
         flow = AttentionFlow(input_size)
-        layers = nn.ModuleDict({
+        return nn.ModuleDict({
             "dropout": dropout,
             "flow": flow,
             # + 1: the exact-match feature of each context token; + 2: its inverse count, alone and times the match
@@ -222,9 +214,6 @@ class QAModule(StructuredModule):
             "start": nn.Linear(flow.output_size + input_size, 1),
             "end": nn.Linear(flow.output_size + input_size, 1),
         })
-        if self.hparams.self_attention:
-            layers["self_attention"] = ContextSelfAttention(input_size)
-        return layers
 
     def _attention_flow_logits(self, batch: Dict[str, Any], enc_out) -> torch.Tensor:
         """BiDAF's attention flow, modeling and output layers -> ``(B, S, 2)``."""
@@ -238,8 +227,6 @@ class QAModule(StructuredModule):
             weights = inverse_count(batch["src_ids"], in_context).to(flow.dtype)[..., None]
             matches = torch.cat([matches, weights, matches * weights], -1)  # (B, S, 3)
         modeled = head["modeling"](torch.cat([head["dropout"](flow), matches], -1), mask)  # (B, S, D)
-        if "self_attention" in head:
-            modeled = head["self_attention"](head["dropout"](modeled), in_context)  # (B, S, D)
         end_states = head["end_rnn"](head["dropout"](modeled), mask)  # (B, S, D)
         start = head["start"](head["dropout"](torch.cat([flow, modeled], -1)))
         end = head["end"](head["dropout"](torch.cat([flow, end_states], -1)))
