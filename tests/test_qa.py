@@ -436,15 +436,20 @@ def test_reader_settings_are_checked(kwargs, message):
         QAModule(vocab_size=10, **kwargs)
 
 
+def _bidaf_kwargs(data, **overrides):
+    """A tiny BiDAF reader (attention flow over a BiLSTM encoder) for the sample data."""
+    kwargs = dict(vocab_size=data.vocab_size, pad_id=data.pad_id, architecture="rnn", rnn_cell="lstm", d_model=16,
+                  embedding_dim=16, num_encoder_layers=1, reader="attention_flow", reader_layers=1, log_examples=0)
+    return {**kwargs, **overrides}
+
+
 def test_match_inputs_reach_the_encoder_at_the_context_tokens_only(sample_data):
     """model.match_inputs adds the projected match features to the context tokens' embeddings."""
     from s2s_tasks.tasks.qa.model import context_mask
 
     sample_data.setup("fit")
     batch = next(iter(sample_data.train_dataloader()))
-    kwargs = dict(vocab_size=sample_data.vocab_size, pad_id=sample_data.pad_id, architecture="rnn", rnn_cell="lstm",
-                  d_model=16, embedding_dim=12, num_encoder_layers=1, reader="attention_flow", reader_layers=1,
-                  log_examples=0)
+    kwargs = _bidaf_kwargs(sample_data, embedding_dim=12)
     model = QAModule(match_inputs=True, **kwargs)
     assert QAModule(**kwargs).input_features(batch) is None
     features = model.input_features(batch)
@@ -489,9 +494,7 @@ def test_inverse_count_feeds_the_modeling_layer(sample_data):
     """model.inverse_count adds two inputs to the modeling BiLSTM, and the loss reaches their weights."""
     sample_data.setup("fit")
     batch = next(iter(sample_data.train_dataloader()))
-    kwargs = dict(vocab_size=sample_data.vocab_size, pad_id=sample_data.pad_id, architecture="rnn", rnn_cell="lstm",
-                  d_model=16, embedding_dim=16, num_encoder_layers=1, reader="attention_flow", reader_layers=1,
-                  log_examples=0)
+    kwargs = _bidaf_kwargs(sample_data)
     plain, weighted = QAModule(**kwargs), QAModule(inverse_count=True, **kwargs)
     width = lambda m: m.task_head["modeling"].rnn.input_size  # noqa: E731
     assert width(weighted) == width(plain) + 2

@@ -266,15 +266,14 @@ class QADataModule(StructuredDataModule):
                 if hp.answer_targets == "all":
                     targets = [answer_token_span(spans, s, s + len(t)) for t, s in zip(example.answers, example.answer_starts)]
                     others += len(targets) - 1
-                    others_outside += sum(t is None or not any(s <= t[0] and t[1] < s + length for s, length in windows)
-                                          for t in targets[1:])
+                    others_outside += sum(not any(_within(t, s, length) for s, length in windows) for t in targets[1:])
                 start_char = example.answer_starts[0]
                 end_char = start_char + len(example.answers[0])
                 target = answer_token_span(spans, start_char, end_char)
                 if target is not None:
                     extra = example.context[spans[target[0]][0] : start_char] + example.context[end_char : spans[target[1]][1]]
                     unaligned += any(c.isalnum() for c in extra)  # more than punctuation next to the answer
-                if target is None or not any(s <= target[0] and target[1] < s + length for s, length in windows):
+                if not any(_within(target, s, length) for s, length in windows):
                     outside += 1
             prefix = [BOS_ID] + question + [sep_id]
             offset = len(prefix)
@@ -288,11 +287,11 @@ class QADataModule(StructuredDataModule):
                     "offsets": spans[start : start + length],
                 }
                 if with_gold:
-                    inside = target is not None and start <= target[0] and target[1] < start + length
+                    inside = _within(target, start, length)
                     feature["start_position"] = offset + target[0] - start if inside else 0
                     feature["end_position"] = offset + target[1] - start if inside else 0
                     if hp.answer_targets == "all":
-                        inside_all = [t is not None and start <= t[0] and t[1] < start + length for t in targets]
+                        inside_all = [_within(t, start, length) for t in targets]
                         feature["start_positions"] = [offset + t[0] - start if i else 0 for t, i in zip(targets, inside_all)]
                         feature["end_positions"] = [offset + t[1] - start if i else 0 for t, i in zip(targets, inside_all)]
                 features.append(feature)
@@ -313,6 +312,11 @@ class QADataModule(StructuredDataModule):
                         "reference answers after the first fit no single window (data.answer_targets all trains them as "
                         "'no answer' in every window); raise data.max_source_tokens or lower data.doc_stride")
         return features
+
+
+def _within(span: Optional[Tuple[int, int]], start: int, length: int) -> bool:
+    """Whether a token span (``None``: no span) lies wholly inside the window ``[start, start + length)``."""
+    return span is not None and start <= span[0] and span[1] < start + length
 
 
 def _occurrences(text: str, part: str) -> Iterator[int]:
