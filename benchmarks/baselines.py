@@ -7,8 +7,9 @@ Summarization (AESLC; ``s2s_tasks.metrics.rouge_scores``: rouge-score F1, stemme
 validation record's ``references``): the first k words of each source (the lead baseline), with k
 the mean word count of the training targets, rounded; ``--lead-k`` adds more rows.
 
-Dialogue (DailyDialog; ``s2s_tasks.metrics.bleu_n_scores`` and ``distinct_n``: sacreBLEU corpus
-BLEU-1/2, Distinct-2 in percent): the training file's most frequent reply for every context; the
+Dialogue (DailyDialog; ``s2s_tasks.metrics.bleu_n_scores``, ``sentence_bleu_n_means`` and
+``distinct_n``: sacreBLEU corpus BLEU-1/2, the mean smoothed sentence-level BLEU-1/2 most
+dialogue papers report, Distinct-2 in percent): the training file's most frequent reply for every context; the
 context's last turn echoed; and a lookup in the training file (the reply to the same context if
 it occurs there verbatim, else the reply to the same last turn, else the most frequent reply).
 Also counts the validation contexts that occur verbatim in the training file.
@@ -29,7 +30,7 @@ from typing import Dict, List, Sequence
 
 from common import write_json
 
-from s2s_tasks.metrics import bleu_n_scores, distinct_n, rouge_scores
+from s2s_tasks.metrics import bleu_n_scores, distinct_n, rouge_scores, sentence_bleu_n_means
 
 
 def read_jsonl(path: Path, fields: Sequence[str]) -> List[Dict]:
@@ -89,7 +90,10 @@ def dialogue(folder: Path, separator: str) -> Dict:
     logging.getLogger("sacrebleu").setLevel(logging.ERROR)
     for name, hypotheses in systems.items():
         bleu, _ = bleu_n_scores(hypotheses, references)
+        sentence_bleu = sentence_bleu_n_means(hypotheses, references)
         rows.append({"baseline": name, "bleu1": round(bleu["bleu1"], 2), "bleu2": round(bleu["bleu2"], 2),
+                     "sentence_bleu1": round(sentence_bleu["sentence_bleu1"], 2),
+                     "sentence_bleu2": round(sentence_bleu["sentence_bleu2"], 2),
                      "distinct2": round(distinct_n(hypotheses, 2), 2)})
     return {
         "validation_records": len(validation),

@@ -81,10 +81,11 @@ REAL_DATA: Dict[str, RealData] = {
     ),
     "dialogue": RealData(
         "DailyDialog", ("--data.source_column", "source", "--data.target_column", "target"),
-        (("val/bleu2", 20.0), ("val/distinct2", 15.0)), "00:01:00:00",
+        (("val/bleu2", 20.0), ("val/sentence_bleu2", 20.0), ("val/distinct2", 15.0)), "00:01:00:00",
         ("--model.val_generation.strategy", "beam", "--model.val_generation.beam_size", "4",
          "--model.val_generation.no_repeat_ngram_size", "3", "--model.val_generation.min_length", "12"),
-        "the issue's targets (Distinct-2 as a percentage)",
+        "the issue's targets (Distinct-2 as a percentage); a BLEU-2 of 20 is on the scale of the smoothed "
+        "sentence-level BLEU-2 most DailyDialog papers report (PLATO, Bao et al. 2020), so both BLEU-2s are held to it",
     ),
     "qa": RealData("SQuAD v1.1 re-split (10%)", (), (("val/f1", 51.0),), source="SQuAD paper's logistic regression"),
     "classification": RealData("SST-2", (), (("val/accuracy", 85.0),)),

@@ -53,6 +53,9 @@ def test_baselines_score_the_lead_and_the_training_file_lookup(tmp_path):
     assert "you are welcome ." in constant["baseline"]
     assert lookup["bleu2"] == 100.0  # both replies found in the training file, word for word
     assert echo["bleu2"] < lookup["bleu2"] and constant["bleu2"] < lookup["bleu2"]
+    # nltk's smoothing method 7 lets a word-for-word reply score above 100 (s2s_tasks.metrics)
+    assert lookup["sentence_bleu2"] == round(100 * (4 / 3 * 10 / 9) ** 0.5, 2)
+    assert echo["sentence_bleu2"] < lookup["sentence_bleu2"]
 
 
 def test_baselines_say_what_the_data_dir_lacks(tmp_path):

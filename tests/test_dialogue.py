@@ -131,9 +131,11 @@ def test_module_metric_names_and_values():
     module = DialogueModule(vocab_size=20, d_model=16, ffn_dim=32, num_heads=2, num_encoder_layers=1, num_decoder_layers=1)
     hyps = ["thank you , Dana .", "thank you , Dana ."]
     scores, signatures = module.compute_metrics(hyps, [["thank you , Dana ."], ["see you , Tom ."]])
-    assert set(scores) == {"bleu1", "bleu2", "len_ratio", "distinct1", "distinct2"}
+    assert set(scores) == {"bleu1", "bleu2", "len_ratio", "distinct1", "distinct2", "sentence_bleu1", "sentence_bleu2"}
     assert scores["len_ratio"] == pytest.approx(1.0)
     assert scores["distinct1"] == pytest.approx(50.0)  # 5 distinct of 10 unigrams
     assert scores["distinct2"] == pytest.approx(50.0)  # 4 distinct of 8 bigrams
     assert scores["bleu1"] == pytest.approx(80.0)  # 5 + 3 of 10 unigrams match, equal lengths
     assert "max_ngram_order:2" in signatures["bleu2"]
+    # the papers' sentence-level BLEU is higher on the same replies (values: tests/test_metrics.py)
+    assert scores["sentence_bleu1"] > scores["bleu1"] and "method7" in signatures["sentence_bleu"]

@@ -54,6 +54,26 @@ def test_distinct_n_hand_computed():
     assert distinct_n([], 1) == 0.0 and distinct_n(["one"], 2) == 0.0
 
 
+def test_sentence_bleu_means_follow_nltk_method7_by_hand():
+    import math
+
+    from s2s_tasks.metrics import sentence_bleu_n_means
+
+    # word for word: every precision 1; method 5 starts its chain of neighbour means from p1 + 1,
+    # so p1 = (2 + 1 + 1) / 3 and p2 = (4/3 + 1 + 1) / 3: the papers' scale goes past 100
+    scores = sentence_bleu_n_means(["thank you , Dana ."], ["thank you , Dana ."])
+    assert scores["sentence_bleu1"] == pytest.approx(100 * 4 / 3)
+    assert scores["sentence_bleu2"] == pytest.approx(100 * math.sqrt(4 / 3 * 10 / 9))
+    # 4 of 6 reference tokens, all matching: the same precisions, brevity penalty exp(1 - 6/4)
+    scores = sentence_bleu_n_means(["a b c d"], ["a b c d e f"])
+    assert scores["sentence_bleu1"] == pytest.approx(100 * math.exp(-0.5) * 4 / 3)
+    assert scores["sentence_bleu2"] == pytest.approx(100 * math.exp(-0.5) * math.sqrt(4 / 3 * 10 / 9))
+    # a mean over responses; an empty response scores 0; the best of several references counts
+    scores = sentence_bleu_n_means(["a b c d", ""], [["u v w x y z", "a b c d e f"], "a b"])
+    assert scores["sentence_bleu1"] == pytest.approx(100 * math.exp(-0.5) * 4 / 3 / 2)
+    assert sentence_bleu_n_means([], []) == {"sentence_bleu1": 0.0, "sentence_bleu2": 0.0}
+
+
 def test_bleu_n_orders_and_brevity_penalty():
     import math
 

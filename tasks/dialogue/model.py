@@ -1,10 +1,10 @@
-"""Dialogue head: the shared encoder-decoder, scored with BLEU-1/2, Distinct-1/2 and perplexity."""
+"""Dialogue head: the shared encoder-decoder, scored with corpus and sentence-level BLEU-1/2, Distinct-1/2 and perplexity."""
 
 from __future__ import annotations
 
 from typing import Any, Dict, Sequence, Tuple
 
-from s2s_tasks.metrics import bleu_n_scores, distinct_n
+from s2s_tasks.metrics import bleu_n_scores, distinct_n, sentence_bleu_n_means
 from s2s_tasks.seq2seq_module import Seq2SeqModule
 
 
@@ -14,7 +14,11 @@ class DialogueModule(Seq2SeqModule):
     Metrics on the decoded responses (0-100 scale):
 
     * ``bleu1``, ``bleu2``: corpus BLEU with ``max_ngram_order`` 1 and 2 (sacreBLEU, ``13a``
-      tokens, exponential smoothing), as most open-domain dialogue papers report BLEU-1/2;
+      tokens, exponential smoothing);
+    * ``sentence_bleu1``, ``sentence_bleu2``: the mean of each response's smoothed sentence-level
+      BLEU-1/2 (nltk, smoothing method 7), the "BLEU-1/2" of PLATO (Bao et al. 2020) and most
+      DailyDialog papers: a higher number than corpus BLEU on the same responses, and not capped
+      at 100 (:func:`s2s_tasks.metrics.sentence_bleu_n_means`);
     * ``len_ratio``: the responses' length over the references' in BLEU's tokens (a plain ratio,
       not 0-100): below 1, BLEU's brevity penalty scales both BLEU scores down (short generic
       replies; ``model.val_generation.min_length`` counters it);
@@ -40,6 +44,8 @@ class DialogueModule(Seq2SeqModule):
     ) -> Tuple[Dict[str, float], Dict[str, str]]:
         tokenize = self.hparams.bleu_tokenize
         scores, signatures = bleu_n_scores(hypotheses, references, orders=(1, 2), tokenize=tokenize)
+        scores.update(sentence_bleu_n_means(hypotheses, references, orders=(1, 2), tokenize=tokenize))
+        signatures["sentence_bleu"] = f"mean of nltk sentence_bleu, smoothing method7, weights 1/n, tok:{tokenize}, case:mixed"
         for n in (1, 2):
             scores[f"distinct{n}"] = distinct_n(hypotheses, n, tokenize=tokenize)
         signatures["distinct"] = f"distinct n-grams / all n-grams over all responses, tok:{tokenize}, case:mixed"
