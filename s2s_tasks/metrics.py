@@ -132,12 +132,13 @@ def sentence_bleu_n_means(
     hypotheses: Sequence[str], references: References, orders: Iterable[int] = (1, 2), tokenize: str = "13a"
 ) -> Dict[str, float]:
     """Mean over the responses of each one's smoothed sentence-level BLEU-n: the "BLEU-1/2" of
-    most open-domain dialogue papers on DailyDialog (PLATO, Bao et al. 2020, and the earlier
-    DialogWAE and Knover evaluation scripts), which is a different and usually much higher number
-    than corpus BLEU-n (:func:`bleu_n_scores`) on the same outputs.
+    most open-domain dialogue papers on DailyDialog (PLATO, Bao et al. 2020, whose evaluation
+    script computes it so; DialogWAE, Gu et al. 2019, smooths its sentence BLEU the same way),
+    which is a different and usually much higher number than corpus BLEU-n
+    (:func:`bleu_n_scores`) on the same outputs.
 
     Each score is nltk's ``sentence_bleu`` with weights ``1/n`` on the 1..n-gram precisions of
-    a 4-slot weight vector (``[0.5, 0.5, 0, 0]`` for BLEU-2, as those scripts pass them) and
+    a 4-slot weight vector (``[0.5, 0.5, 0, 0]`` for BLEU-2, as PLATO's script passes them) and
     smoothing method 7 of Chen and Cherry (2014), against all references of the response; an
     empty response scores 0. nltk is the reference implementation those papers ran (and a
     dependency of ``rouge-score``). Tokens: sacreBLEU's ``tokenize`` tokenizer, then whitespace,
