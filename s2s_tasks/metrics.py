@@ -133,8 +133,7 @@ def sentence_bleu_n_means(
 ) -> Dict[str, float]:
     """Mean over the responses of each one's smoothed sentence-level BLEU-n: the "BLEU-1/2" of
     most open-domain dialogue papers on DailyDialog (PLATO, Bao et al. 2020, whose evaluation
-    script computes it so; DialogWAE, Gu et al. 2019, smooths its sentence BLEU the same way),
-    which is a different and usually much higher number than corpus BLEU-n
+    script computes it so), which is a different and usually much higher number than corpus BLEU-n
     (:func:`bleu_n_scores`) on the same outputs.
 
     Each score is nltk's ``sentence_bleu`` with weights ``1/n`` on the 1..n-gram precisions of
