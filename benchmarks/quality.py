@@ -13,10 +13,13 @@ next to the same model untrained.
 Everything after ``--`` is passed to ``s2s-tasks`` (both the untrained ``validate`` and ``fit``).
 Prints a table and writes a JSON file (``--json``).
 
+The best checkpoint is then validated once more with the task's default decoding: the
+``model.generation`` that test and predict use (:func:`default_decoding`), not the cheaper
+per-epoch ``model.val_generation``.
+
 ``--data-dir DIR`` trains on the real data sets (``DIR/TASK/{train,validation}.jsonl``, as in
 ``../shared/data``) with ``--preset real``, each task for its time budget (``--max-time`` overrides
-it), then validates the best checkpoint once more with the task's default (test-time) decoding,
-and prints each task's metric next to the published from-scratch result it is meant to reach.
+it), and prints each task's metric next to the published from-scratch result it is meant to reach.
 
 ``--seeds 1234,1,2`` trains the task once per seed (``--seed_everything``; ``--max-time`` is each
 run's), then validates the ensemble of the runs' best checkpoints (``--model.ensemble``: the
@@ -24,6 +27,8 @@ members' probabilities averaged; tasks with an encoder head) with the task's def
 (NER models are not averaged: there only the runs are reported):
 
     python benchmarks/quality.py --data-dir ../shared/data --task classification --seeds 1234,1,2,3,4
+
+``--seeds 1`` is one run with ``--seed_everything 1``.
 
 Each run parses its command line in this process, and jsonargparse reads the model classes'
 source to do so: code of the checkout edited during a long run (between two seeds) makes the next
@@ -41,14 +46,16 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from dataclasses import dataclass
-from typing import Callable, Dict, List, Optional, Tuple
+from dataclasses import asdict, dataclass
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 
 from common import split_passthrough, validation_metrics, write_json
 
 from s2s_tasks.cli import main as s2s_tasks
+from s2s_tasks.config_errors import option_values
+from s2s_tasks.generation import GenerationConfig
 from s2s_tasks.registry import get_task
 
 
@@ -60,7 +67,6 @@ class RealData:
     args: Tuple[str, ...] = ()
     targets: Tuple[Tuple[str, float], ...] = ()  # (validation metric, published from-scratch value)
     max_time: str = "00:01:00:00"
-    decode: Tuple[str, ...] = ()  # --model.val_generation flags of the final validation (the default decoding)
     source: str = ""
 
 
@@ -69,21 +75,16 @@ REAL_DATA: Dict[str, RealData] = {
         "Multi30k en-de (lowercased, tokenized)",
         ("--data.source_column", "source_lc_tok", "--data.target_column", "target_lc_tok", "--model.bleu_tokenize", "none"),
         (("val/bleu", 35.5),), "00:00:45:00",
-        ("--model.val_generation.strategy", "beam", "--model.val_generation.beam_size", "5"),
         "joeynmt 2.3 at 45 min on this machine class: 33.4 greedy; attention RNNs 33.7-35.5 (test)",
     ),
     "summarization": RealData(
         "AESLC", ("--data.references_column", "references"),
         (("val/rouge1", 23.7), ("val/rouge2", 10.3), ("val/rougeL", 23.4)), "00:01:00:00",
-        ("--model.val_generation.strategy", "beam", "--model.val_generation.beam_size", "4",
-         "--model.val_generation.no_repeat_ngram_size", "3"),
         "Zhang and Tetreault 2019",
     ),
     "dialogue": RealData(
         "DailyDialog", ("--data.source_column", "source", "--data.target_column", "target"),
         (("val/bleu2", 20.0), ("val/sentence_bleu2", 20.0), ("val/distinct2", 15.0)), "00:01:00:00",
-        ("--model.val_generation.strategy", "beam", "--model.val_generation.beam_size", "4",
-         "--model.val_generation.no_repeat_ngram_size", "3", "--model.val_generation.min_length", "12"),
         "the issue's targets (Distinct-2 as a percentage); a BLEU-2 of 20 is on the scale of the smoothed "
         "sentence-level BLEU-2 most DailyDialog papers report (PLATO, Bao et al. 2020), so both BLEU-2s are held to it",
     ),
@@ -98,6 +99,32 @@ def real_data_args(task: str, data_dir: Path) -> List[str]:
     folder = data_dir / task
     return ["--preset", "real", "--data.train_file", str(folder / "train.jsonl"),
             "--data.validation_file", str(folder / "validation.jsonl"), *REAL_DATA[task].args]
+
+
+def default_decoding(task: str, preset: Optional[str], extra: Sequence[str] = ()) -> Tuple[str, ...]:
+    """``--model.val_generation`` flags that make validation decode as test and predict do: every
+    field of the task's ``model.generation`` (its default config with ``preset`` merged over it, then
+    any ``--model.generation.KEY VALUE`` in ``extra``), the fields it leaves out at
+    :class:`~s2s_tasks.generation.GenerationConfig`'s defaults. Empty for tasks that do not generate
+    (no ``model.generation``, or ``model.head: encoder``)."""
+    model = get_task(task).default_config(preset).get("model") or {}
+    head = (option_values(extra, "--model.head") or [model.get("head")])[-1]
+    if model.get("generation") is None or head == "encoder":
+        return ()
+    generation = dict(model["generation"])
+    prefix = "--model.generation."
+    for i, arg in enumerate(extra):
+        if arg.startswith(prefix) and ("=" in arg or i + 1 < len(extra)):
+            key, equals, value = arg[len(prefix):].partition("=")
+            generation[key] = value if equals else extra[i + 1]
+    fields = asdict(GenerationConfig())
+    unknown = sorted(set(generation) - set(fields))
+    if unknown:
+        raise ValueError(f"{task}: model.generation has no field(s) {', '.join(unknown)}; fields: {', '.join(fields)}")
+    flags: List[str] = []
+    for key, value in {**fields, **generation}.items():
+        flags += [f"--model.val_generation.{key}", "null" if value is None else str(value)]
+    return tuple(flags)
 
 
 def _cpu_seconds() -> float:
@@ -235,11 +262,14 @@ def main() -> None:
     parser.add_argument("--data-dir", default=None, help="train on DIR/TASK/{train,validation}.jsonl with --preset real")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's, i.e. OMP_NUM_THREADS or all cores)")
     parser.add_argument("--seeds", default=None,
-                        help="comma-separated seeds: one run per seed, then their best checkpoints validated as an ensemble")
+                        help="comma-separated seeds: one run per seed, then their best checkpoints validated as an ensemble "
+                             "(one seed: a single run with that seed)")
     args = parser.parse_args(argv)
     seeds = [seed.strip() for seed in args.seeds.split(",") if seed.strip()] if args.seeds else []
-    if args.seeds and len(seeds) < 2:
-        parser.error(f"--seeds {args.seeds}: an ensemble needs two seeds or more, e.g. --seeds 1234,1,2")
+    if args.seeds and not seeds:
+        parser.error(f"--seeds {args.seeds!r}: give one seed, or several for an ensemble, e.g. --seeds 1234,1,2")
+    if len(seeds) == 1:  # one run with that seed, no ensemble
+        extra, seeds = [*extra, "--seed_everything", seeds[0]], []
     from s2s_tasks.registry import TASKS
 
     if args.threads:
@@ -261,9 +291,9 @@ def main() -> None:
             if args.data_dir:
                 real = REAL_DATA[task]
                 task_args = (args.max_time or real.max_time, args.max_epochs, [*real_data_args(task, Path(args.data_dir)), *extra],
-                             workdir, real.decode, save)
+                             workdir, default_decoding(task, "real", extra), save)
             else:
-                task_args = (args.max_time, args.max_epochs, extra, workdir, (), save)
+                task_args = (args.max_time, args.max_epochs, extra, workdir, default_decoding(task, None, extra), save)
             result = run_ensemble(task, seeds, *task_args) if seeds else run(task, *task_args)
             results.append(result)
     rows = []

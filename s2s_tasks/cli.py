@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import List, Optional, Sequence
 
 from s2s_tasks.config_errors import ConfigError, ErrorContext, config_files, is_file, load_yaml, option_values
-from s2s_tasks.registry import TASKS, get_task, init_parameters
+from s2s_tasks.registry import TASKS, get_task, init_parameters, merge_configs
 
 SUBCOMMANDS = ("fit", "validate", "test", "predict")
 #: commands that use a trained checkpoint outside the Trainer: name -> module with ``main(argv)``
@@ -98,29 +98,6 @@ def _task_origin(argv: Sequence[str]) -> str:
     return f"checkpoint {_ckpt_path_arg(argv)}"
 
 
-def _deep_merge(base: dict, over: dict, where: str = "") -> dict:
-    """``over`` laid over ``base``: mappings merge key by key, anything else is replaced, except that
-    a key written ``name+`` appends its list to ``base``'s list ``name`` (jsonargparse's own append
-    syntax in config files, ``--trainer.callbacks+=...`` on the command line), so a preset can add
-    a callback without repeating the default config's."""
-    merged = dict(base)
-    for key, value in over.items():
-        if isinstance(key, str) and key.endswith("+"):
-            name = key[:-1]
-            if not isinstance(value, list):
-                value = [value]
-            if name in merged and not isinstance(merged[name], list):
-                raise ValueError(f"{where}{key}: appends to a list, but {where}{name} is {merged[name]!r}; "
-                                 f"write {name}: (without +) to replace it")
-            merged[name] = list(merged.get(name) or []) + value
-        elif isinstance(value, dict):
-            below = merged.get(key)
-            merged[key] = _deep_merge(below if isinstance(below, dict) else {}, value, f"{where}{key}.")
-        else:
-            merged[key] = value
-    return merged
-
-
 def _default_config_files(argv: Sequence[str], spec) -> List[str]:
     """The task's default config file; with ``--preset NAME``, that file with the preset's
     (``configs/presets/NAME/TASK.yaml``) merged over it, written once to a temporary file.
@@ -148,7 +125,7 @@ def _default_config_files(argv: Sequence[str], spec) -> List[str]:
     merged_file = Path(tempfile.gettempdir()) / "s2s-tasks-presets" / f"{spec.name}.{name}.{digest}.yaml"
     if not merged_file.is_file():
         try:
-            merged = _deep_merge(yaml.safe_load(base_text) or {}, yaml.safe_load(preset_text) or {})
+            merged = merge_configs(yaml.safe_load(base_text) or {}, yaml.safe_load(preset_text) or {})
         except ValueError as error:
             _fail(f"--preset {name}: {path}: {error}")
         merged_file.parent.mkdir(parents=True, exist_ok=True)

@@ -9,7 +9,7 @@ import importlib
 import inspect
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, List, Tuple, Type
+from typing import Any, Dict, List, Optional, Tuple, Type
 
 
 
@@ -36,12 +36,39 @@ class TaskSpec:
     def classes(self) -> Tuple[Type, Type]:
         return _load(self.module), _load(self.datamodule)
 
-    def default_config(self) -> Dict[str, Any]:
-        """The task's default config (``configs/NAME.yaml``) as plain data."""
+    def default_config(self, preset: Optional[str] = None) -> Dict[str, Any]:
+        """The task's default config (``configs/NAME.yaml``) as plain data; with ``preset``, the
+        preset's file merged over it (:func:`merge_configs`): what ``--preset PRESET`` runs with.
+        A malformed preset raises ``ValueError`` naming the key."""
         import yaml
 
-        with open(self.config_file, encoding="utf-8") as handle:
-            return yaml.safe_load(handle) or {}
+        config = yaml.safe_load(self.config_file.read_text(encoding="utf-8")) or {}
+        if preset is None:
+            return config
+        return merge_configs(config, yaml.safe_load(self.preset_file(preset).read_text(encoding="utf-8")) or {})
+
+
+def merge_configs(base: dict, over: dict, where: str = "") -> dict:
+    """``over`` laid over ``base``: mappings merge key by key, anything else is replaced, except that
+    a key written ``name+`` appends its list to ``base``'s list ``name`` (jsonargparse's own append
+    syntax in config files, ``--trainer.callbacks+=...`` on the command line), so a preset can add
+    a callback without repeating the default config's."""
+    merged = dict(base)
+    for key, value in over.items():
+        if isinstance(key, str) and key.endswith("+"):
+            name = key[:-1]
+            if not isinstance(value, list):
+                value = [value]
+            if name in merged and not isinstance(merged[name], list):
+                raise ValueError(f"{where}{key}: appends to a list, but {where}{name} is {merged[name]!r}; "
+                                 f"write {name}: (without +) to replace it")
+            merged[name] = list(merged.get(name) or []) + value
+        elif isinstance(value, dict):
+            below = merged.get(key)
+            merged[key] = merge_configs(below if isinstance(below, dict) else {}, value, f"{where}{key}.")
+        else:
+            merged[key] = value
+    return merged
 
 
 def init_parameters(cls: Type) -> Dict[str, inspect.Parameter]:

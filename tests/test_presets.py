@@ -4,8 +4,8 @@
 import pytest
 import yaml
 
-from s2s_tasks.cli import _deep_merge, main
-from s2s_tasks.registry import TASKS, config_dir
+from s2s_tasks.cli import main
+from s2s_tasks.registry import TASKS, config_dir, get_task, merge_configs
 
 REAL = sorted(p.stem for p in (config_dir() / "presets" / "real").glob("*.yaml"))
 
@@ -73,15 +73,15 @@ def test_qa_preset_adds_an_ema_of_the_weights_to_the_default_callbacks(capsys):
 
 def test_a_plus_key_appends_to_the_default_list_and_a_plain_key_replaces_it():
     base = {"trainer": {"callbacks": [{"class_path": "A"}], "max_epochs": 3}, "model": {"d_model": 128}}
-    merged = _deep_merge(base, {"trainer": {"callbacks+": [{"class_path": "B"}], "max_epochs": 5}})
+    merged = merge_configs(base, {"trainer": {"callbacks+": [{"class_path": "B"}], "max_epochs": 5}})
     assert merged == {"trainer": {"callbacks": [{"class_path": "A"}, {"class_path": "B"}], "max_epochs": 5},
                       "model": {"d_model": 128}}
     assert base["trainer"]["callbacks"] == [{"class_path": "A"}]  # the base is not changed
-    assert _deep_merge(base, {"trainer": {"callbacks": [{"class_path": "B"}]}})["trainer"]["callbacks"] == [{"class_path": "B"}]
+    assert merge_configs(base, {"trainer": {"callbacks": [{"class_path": "B"}]}})["trainer"]["callbacks"] == [{"class_path": "B"}]
     # one item without a list, and a list the base does not have
-    assert _deep_merge({}, {"trainer": {"callbacks+": {"class_path": "B"}}}) == {"trainer": {"callbacks": [{"class_path": "B"}]}}
+    assert merge_configs({}, {"trainer": {"callbacks+": {"class_path": "B"}}}) == {"trainer": {"callbacks": [{"class_path": "B"}]}}
     with pytest.raises(ValueError, match=r"model\.d_model\+: appends to a list, but model\.d_model is 128"):
-        _deep_merge(base, {"model": {"d_model+": [1]}})
+        merge_configs(base, {"model": {"d_model+": [1]}})
 
 
 def test_unknown_preset_names_the_available_ones(capsys):
@@ -140,3 +140,14 @@ def test_qa_preset_checkpoints_hold_the_averaged_weights(tmp_path):
     loaded = cli.model.state_dict()
     assert all(torch.equal(loaded[k], value) for k, value in checkpoint["state_dict"].items())
     assert any(k.startswith("test/") for k in cli.trainer.callback_metrics)
+
+
+def test_default_config_with_a_preset_is_the_config_the_cli_runs_with(capsys):
+    merged = get_task("dialogue").default_config("real")
+    config = _printed_config(capsys, ["fit", "--task", "dialogue", "--preset", "real"])
+    for path, value in _leaves(merged["model"]):
+        node = config["model"]
+        for key in path:
+            node = node[key]
+        assert node == value, path
+    assert merged["data"]["max_tokens"] == config["data"]["max_tokens"] == 4096  # the preset's, not the base's 2048

@@ -1,5 +1,6 @@
-"""benchmarks/quality.py --seeds: the seeds' best checkpoints are validated as one ensemble
-where the task's models can be averaged, and NER's runs are reported without one."""
+"""benchmarks/quality.py: with --seeds, the seeds' best checkpoints are validated as one ensemble
+where the task's models can be averaged, and NER's runs are reported without one; the best
+checkpoint is validated with the decoding test and predict use."""
 
 from __future__ import annotations
 
@@ -7,6 +8,10 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
+
+from s2s_tasks.cli import main as s2s_tasks
+from s2s_tasks.generation import GenerationConfig
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 import quality  # noqa: E402
@@ -33,3 +38,44 @@ def test_seeds_make_an_ensemble_only_where_models_average(task, tmp_path, monkey
         assert args[args.index("--ckpt_path") + 1].endswith("best-1.ckpt")
         assert args[args.index("--model.ensemble") + 1] == f'["{tmp_path}/seed3/best-3.ckpt"]'
         assert result["best"] == {"val/f1": 9.0} and "ensemble_skipped" not in result
+
+
+def _printed_config(capsys, args):
+    with pytest.raises(SystemExit):
+        s2s_tasks([*args, "--print_config"])
+    return yaml.safe_load(capsys.readouterr().out)
+
+
+@pytest.mark.parametrize("preset", [None, "real"])
+def test_the_best_checkpoint_is_validated_with_the_test_decoding(preset, capsys):
+    preset_args = ["--preset", preset] if preset else []
+    flags = quality.default_decoding("dialogue", preset)
+    assert len(flags) == 2 * len(GenerationConfig.__dataclass_fields__)  # every field, so nothing of val_generation is left
+    config = _printed_config(capsys, ["validate", "--task", "dialogue", *preset_args, *flags])
+    assert config["model"]["val_generation"] == config["model"]["generation"]
+    assert config["model"]["generation"]["strategy"] == "beam"
+
+
+def test_generation_flags_of_the_run_change_the_default_decoding(capsys):
+    extra = ["--model.generation.beam_size", "2", "--model.generation.min_length=3"]
+    flags = quality.default_decoding("translation", "real", extra)
+    config = _printed_config(capsys, ["validate", "--task", "translation", "--preset", "real", *extra, *flags])
+    assert config["model"]["val_generation"] == config["model"]["generation"]
+    assert config["model"]["val_generation"]["beam_size"] == 2 and config["model"]["val_generation"]["min_length"] == 3
+
+
+@pytest.mark.parametrize("task", ["qa", "ner", "classification", "relation_extraction"])
+def test_encoder_heads_have_no_decoding_unless_they_generate(task):
+    assert quality.default_decoding(task, "real") == ()
+    assert "--model.val_generation.strategy" in quality.default_decoding(task, "real", ["--model.head", "generate"])
+
+
+def test_one_seed_is_one_run_with_that_seed(tmp_path, monkeypatch):
+    calls = []
+    monkeypatch.setattr(quality, "run", lambda task, *args, **kwargs: calls.append(args) or {**_fake_run(task, *args), "trained": {}})
+    monkeypatch.setattr(quality, "run_ensemble", lambda *args, **kwargs: pytest.fail("one seed is not an ensemble"))
+    monkeypatch.setattr(sys, "argv", ["quality.py", "--task", "ner", "--seeds", "7", "--json", str(tmp_path / "q.json"),
+                                      "--", "--trainer.max_steps", "1"])
+    quality.main()
+    (args,) = calls
+    assert args[2] == ["--trainer.max_steps", "1", "--seed_everything", "7"]
