@@ -53,7 +53,9 @@ def test_the_best_checkpoint_is_validated_with_the_test_decoding(preset, capsys)
     assert len(flags) == 2 * len(GenerationConfig.__dataclass_fields__)  # every field, so nothing of val_generation is left
     config = _printed_config(capsys, ["validate", "--task", "dialogue", *preset_args, *flags])
     assert config["model"]["val_generation"] == config["model"]["generation"]
-    assert config["model"]["generation"]["strategy"] == "beam"
+    # the sample config's beam search; the real preset's nucleus sampling, seeded
+    assert config["model"]["generation"]["strategy"] == ("sample" if preset else "beam")
+    assert config["model"]["val_generation"]["seed"] == (1 if preset else None)
 
 
 def test_generation_flags_of_the_run_change_the_default_decoding(capsys):
