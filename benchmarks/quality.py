@@ -292,8 +292,9 @@ def main() -> None:
                 real = REAL_DATA[task]
                 task_args = (args.max_time or real.max_time, args.max_epochs, [*real_data_args(task, Path(args.data_dir)), *extra],
                              workdir, default_decoding(task, "real", extra), save)
-            else:
-                task_args = (args.max_time, args.max_epochs, extra, workdir, default_decoding(task, None, extra), save)
+            else:  # a --preset of the s2s-tasks arguments decides the decoding too
+                preset = (option_values(extra, "--preset") or [None])[-1]
+                task_args = (args.max_time, args.max_epochs, extra, workdir, default_decoding(task, preset, extra), save)
             result = run_ensemble(task, seeds, *task_args) if seeds else run(task, *task_args)
             results.append(result)
     rows = []

@@ -72,6 +72,17 @@ def test_encoder_heads_have_no_decoding_unless_they_generate(task):
     assert "--model.val_generation.strategy" in quality.default_decoding(task, "real", ["--model.head", "generate"])
 
 
+def test_a_preset_among_the_run_arguments_sets_the_default_decoding(tmp_path, monkeypatch):
+    decodings = []
+    result = {"task": "dialogue", "untrained": {}, "trained": {}, "best": {}, "wall_seconds": 1.0, "steps": 1}
+    monkeypatch.setattr(quality, "run", lambda task, *args, **kwargs: decodings.append(args[4]) or result)
+    for preset_args in ([], ["--preset", "real"]):
+        monkeypatch.setattr(sys, "argv", ["quality.py", "--task", "dialogue", "--json", str(tmp_path / "q.json"), "--", *preset_args])
+        quality.main()
+    assert decodings == [quality.default_decoding("dialogue", None), quality.default_decoding("dialogue", "real")]
+    assert decodings[0] != decodings[1]
+
+
 def test_one_seed_is_one_run_with_that_seed(tmp_path, monkeypatch):
     calls = []
     monkeypatch.setattr(quality, "run", lambda task, *args, **kwargs: calls.append(args) or {**_fake_run(task, *args), "trained": {}})
