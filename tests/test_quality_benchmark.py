@@ -8,9 +8,8 @@ import sys
 from pathlib import Path
 
 import pytest
-import yaml
+from test_presets import _printed_config  # the tests folder is on sys.path (pytest's default import mode)
 
-from s2s_tasks.cli import main as s2s_tasks
 from s2s_tasks.generation import GenerationConfig
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
@@ -38,12 +37,6 @@ def test_seeds_make_an_ensemble_only_where_models_average(task, tmp_path, monkey
         assert args[args.index("--ckpt_path") + 1].endswith("best-1.ckpt")
         assert args[args.index("--model.ensemble") + 1] == f'["{tmp_path}/seed3/best-3.ckpt"]'
         assert result["best"] == {"val/f1": 9.0} and "ensemble_skipped" not in result
-
-
-def _printed_config(capsys, args):
-    with pytest.raises(SystemExit):
-        s2s_tasks([*args, "--print_config"])
-    return yaml.safe_load(capsys.readouterr().out)
 
 
 @pytest.mark.parametrize("preset", [None, "real"])
