@@ -20,8 +20,9 @@ All scores are on a 0-100 scale.
 
 from __future__ import annotations
 
+import logging
 import re
-from typing import Dict, Iterable, List, Sequence, Tuple, Union
+from typing import Any, Dict, Iterable, List, Sequence, Tuple, Union
 
 References = Union[Sequence[str], Sequence[Sequence[str]]]
 
@@ -38,6 +39,31 @@ def _check_lengths(hypotheses: Sequence[str], references: List[List[str]]) -> No
         raise ValueError("every hypothesis needs at least one reference")
 
 
+#: the tokenizers for which the "text looks tokenized" message was given (once per process)
+_TOKENIZED_TEXT_WARNED: set = set()
+
+
+def _bleu(hypotheses: Sequence[str], tokenize: str, **kwargs: Any) -> Any:
+    """A sacreBLEU ``BLEU`` that does not print sacreBLEU's "you forgot to detokenize" message on
+    every call. That message fires for 100 hypotheses ending in " ." whatever the tokenizer, and
+    tells the user to pass ``force``, which they cannot. Instead: nothing for ``tokenize="none"``
+    (the user has said the text is tokenized), and for another tokenizer one message per process
+    naming the setting to change."""
+    from sacrebleu.metrics import BLEU
+
+    if tokenize != "none" and tokenize not in _TOKENIZED_TEXT_WARNED:
+        tokenized = sum(1 for h in hypotheses if h.endswith(" ."))
+        if tokenized >= 100:  # sacreBLEU's own threshold
+            _TOKENIZED_TEXT_WARNED.add(tokenize)
+            logging.getLogger(__name__).warning(
+                "%d of %d hypotheses end in a tokenized period (' .'): the text looks tokenized already, "
+                "and BLEU's %s tokenizer splits it again. If the data is tokenized (e.g. Multi30k's "
+                "*_lc_tok columns, DailyDialog), set --model.bleu_tokenize none to score its own tokens.",
+                tokenized, len(hypotheses), tokenize,
+            )
+    return BLEU(tokenize=tokenize, force=True, **kwargs)
+
+
 def sacrebleu_scores(
     hypotheses: Sequence[str], references: References, tokenize: str = "13a", lowercase: bool = False
 ) -> Tuple[Dict[str, float], Dict[str, str]]:
@@ -52,7 +78,7 @@ def sacrebleu_scores(
     Returns:
         ``({"bleu": ..., "chrf": ...}, {"bleu": signature, "chrf": signature})``.
     """
-    from sacrebleu.metrics import BLEU, CHRF
+    from sacrebleu.metrics import CHRF
 
     refs = _reference_lists(references)
     _check_lengths(hypotheses, refs)
@@ -60,7 +86,7 @@ def sacrebleu_scores(
     # which leaves BLEU's max-count clipping and closest-length choice unchanged.
     n_streams = max(len(r) for r in refs) if refs else 1
     streams = [[r[i] if i < len(r) else r[0] for r in refs] for i in range(n_streams)]
-    bleu = BLEU(tokenize=tokenize, lowercase=lowercase)
+    bleu = _bleu(hypotheses, tokenize, lowercase=lowercase)
     chrf = CHRF()
     hyps = list(hypotheses)
     scores = {"bleu": bleu.corpus_score(hyps, streams).score, "chrf": chrf.corpus_score(hyps, streams).score}
@@ -111,15 +137,13 @@ def bleu_n_scores(
         the closest reference of each; sacreBLEU's ``ratio``). Below 1 the brevity penalty
         ``exp(1 - 1 / len_ratio)`` scales every BLEU-n: 0.37 at a ratio of 0.5.
     """
-    from sacrebleu.metrics import BLEU
-
     refs = _reference_lists(references)
     _check_lengths(hypotheses, refs)
     n_streams = max(len(r) for r in refs) if refs else 1
     streams = [[r[i] if i < len(r) else r[0] for r in refs] for i in range(n_streams)]
     scores, signatures = {}, {}
     for order in orders:
-        bleu = BLEU(tokenize=tokenize, max_ngram_order=order)
+        bleu = _bleu(hypotheses, tokenize, max_ngram_order=order)
         result = bleu.corpus_score(list(hypotheses), streams)
         scores[f"bleu{order}"] = result.score
         # sacreBLEU's signature does not show the n-gram order, so it is added here

@@ -92,3 +92,38 @@ def test_bleu_n_orders_and_brevity_penalty():
     # the closest reference's length counts: 4 hypothesis tokens against 5 (not 2)
     scores, _ = bleu_n_scores(["a b c d"], [["a b", "a b c d e"]])
     assert scores["len_ratio"] == pytest.approx(4 / 5)
+
+
+@pytest.mark.parametrize("score", ["sacrebleu", "bleu_n"])
+def test_tokenized_text_gives_one_actionable_message_not_sacrebleus(score, caplog, monkeypatch):
+    """sacreBLEU prints "you forgot to detokenize ... use the force parameter" for 100 hypotheses
+    ending in " ." on every call, whatever the tokenizer. With ``none`` (the user says the text is
+    tokenized) nothing is printed; with ``13a`` one message per process names the setting to change.
+    The scores are sacreBLEU's either way."""
+    import logging
+
+    from sacrebleu.metrics import BLEU
+
+    from s2s_tasks import metrics
+
+    monkeypatch.setattr(metrics, "_TOKENIZED_TEXT_WARNED", set())
+    hyps = [f"the cat sat on mat {i} ." for i in range(120)]
+    refs = [f"the cat sat on the mat {i} ." for i in range(120)]
+
+    def run(tokenize):
+        if score == "sacrebleu":
+            return metrics.sacrebleu_scores(hyps, refs, tokenize=tokenize)[0]["bleu"]
+        return metrics.bleu_n_scores(hyps, refs, orders=(2,), tokenize=tokenize)[0]["bleu2"]
+
+    caplog.set_level(logging.WARNING)
+    for tokenize, expected_messages in (("none", 0), ("13a", 1), ("13a", 0)):
+        caplog.clear()
+        value = run(tokenize)
+        order = 4 if score == "sacrebleu" else 2
+        expected = BLEU(tokenize=tokenize, max_ngram_order=order, force=True).corpus_score(hyps, [refs]).score
+        assert value == pytest.approx(expected)
+        messages = [r.getMessage() for r in caplog.records]
+        assert not any("forgot to detokenize" in m or "tokenized period ('.')" in m for m in messages), messages
+        ours = [m for m in messages if "--model.bleu_tokenize none" in m]
+        assert len(ours) == expected_messages, (tokenize, messages)
+    assert metrics._TOKENIZED_TEXT_WARNED == {"13a"}
