@@ -14,8 +14,9 @@ Everything after ``--`` is passed to ``s2s-tasks`` (both the untrained ``validat
 Prints a table and writes a JSON file (``--json``).
 
 The best checkpoint is then validated once more with the task's default decoding: the
-``model.generation`` that test and predict use (:func:`default_decoding`), not the cheaper
-per-epoch ``model.val_generation``.
+``model.generation`` that test and predict use, as the run's arguments resolve it (the default
+config, a preset, ``--config``/``--model`` files and flags: :func:`default_decoding`), not the
+cheaper per-epoch ``model.val_generation``.
 
 ``--data-dir DIR`` trains on the real data sets (``DIR/TASK/{train,validation}.jsonl``, as in
 ``../shared/data``) with ``--preset real``, each task for its time budget (``--max-time`` overrides
@@ -38,6 +39,9 @@ run fail with ``No action for key "model.vocab_size"``. Leave the checkout alone
 from __future__ import annotations
 
 import argparse
+import contextlib
+import csv
+import io
 import json
 import os
 import resource
@@ -50,11 +54,11 @@ from dataclasses import asdict, dataclass
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
+import yaml
 
 from common import split_passthrough, validation_metrics, write_json
 
 from s2s_tasks.cli import main as s2s_tasks
-from s2s_tasks.config_errors import option_values
 from s2s_tasks.generation import GenerationConfig
 from s2s_tasks.registry import get_task
 
@@ -83,7 +87,8 @@ REAL_DATA: Dict[str, RealData] = {
         "Zhang and Tetreault 2019",
     ),
     "dialogue": RealData(
-        "DailyDialog", ("--data.source_column", "source", "--data.target_column", "target"),
+        # DailyDialog's text is tokenized (spaced punctuation): BLEU and Distinct count its own tokens
+        "DailyDialog", ("--data.source_column", "source", "--data.target_column", "target", "--model.bleu_tokenize", "none"),
         (("val/bleu2", 20.0), ("val/sentence_bleu2", 20.0), ("val/distinct2", 15.0)), "00:01:00:00",
         "the issue's targets (Distinct-2 as a percentage); a BLEU-2 of 20 is on the scale of the smoothed "
         "sentence-level BLEU-2 most DailyDialog papers report (PLATO, Bao et al. 2020), so both BLEU-2s are held to it",
@@ -101,30 +106,51 @@ def real_data_args(task: str, data_dir: Path) -> List[str]:
             "--data.validation_file", str(folder / "validation.jsonl"), *REAL_DATA[task].args]
 
 
-def default_decoding(task: str, preset: Optional[str], extra: Sequence[str] = ()) -> Tuple[str, ...]:
+def resolved_model_config(cli_args: Sequence[str]) -> Dict:
+    """The ``model`` section that ``s2s-tasks validate CLI_ARGS`` resolves (default config, preset,
+    ``--config``/``--model`` files and flags, in the CLI's own order): its ``--print_config``."""
+    out = io.StringIO()
+    try:
+        with contextlib.redirect_stdout(out):
+            s2s_tasks(["validate", *cli_args, "--print_config"])
+    except SystemExit as exit_:
+        if exit_.code not in (0, None):
+            raise
+    return (yaml.safe_load(out.getvalue()) or {}).get("model") or {}
+
+
+def default_decoding(cli_args: Sequence[str]) -> Tuple[str, ...]:
     """``--model.val_generation`` flags that make validation decode as test and predict do: every
-    field of the task's ``model.generation`` (its default config with ``preset`` merged over it, then
-    any ``--model.generation.KEY VALUE`` in ``extra``), the fields it leaves out at
-    :class:`~s2s_tasks.generation.GenerationConfig`'s defaults. Empty for tasks that do not generate
-    (no ``model.generation``, or ``model.head: encoder``)."""
-    model = get_task(task).default_config(preset).get("model") or {}
-    head = (option_values(extra, "--model.head") or [model.get("head")])[-1]
-    if model.get("generation") is None or head == "encoder":
+    field of the ``model.generation`` that ``CLI_ARGS`` (``--task`` and the rest of a run's
+    arguments) resolve to. Empty for tasks that do not generate (no ``model.generation``, or
+    ``model.head: encoder``)."""
+    model = resolved_model_config(cli_args)
+    generation = model.get("generation")
+    if generation is None or model.get("head") == "encoder":
         return ()
-    generation = dict(model["generation"])
-    prefix = "--model.generation."
-    for i, arg in enumerate(extra):
-        if arg.startswith(prefix) and ("=" in arg or i + 1 < len(extra)):
-            key, equals, value = arg[len(prefix):].partition("=")
-            generation[key] = value if equals else extra[i + 1]
-    fields = asdict(GenerationConfig())
-    unknown = sorted(set(generation) - set(fields))
-    if unknown:
-        raise ValueError(f"{task}: model.generation has no field(s) {', '.join(unknown)}; fields: {', '.join(fields)}")
     flags: List[str] = []
-    for key, value in {**fields, **generation}.items():
+    for key, value in {**asdict(GenerationConfig()), **generation}.items():
         flags += [f"--model.val_generation.{key}", "null" if value is None else str(value)]
     return tuple(flags)
+
+
+def validation_curve(cli) -> List[Dict[str, float]]:
+    """Every validation of a fit, in order: ``{"epoch": ..., "step": ..., "val/...": ...}`` (Lightning's
+    0-based epoch, and the optimizer steps done: the number checkpoint names carry), read from the
+    run's ``metrics.csv`` (the CSV logger of the task configs); empty when the run has no such file
+    (another logger, or none)."""
+    log_dir = getattr(cli.trainer.logger, "log_dir", None)
+    path = Path(log_dir) / "metrics.csv" if log_dir else None
+    if path is None or not path.is_file():
+        return []
+    curve = []
+    with path.open(newline="") as f:
+        for row in csv.DictReader(f):
+            values = {k: float(v) for k, v in row.items() if k.startswith("val/") and v not in ("", None)}
+            if values:
+                # Lightning logs a validation at the index of the last step taken (steps done - 1)
+                curve.append({"epoch": int(float(row["epoch"])), "step": int(float(row["step"])) + 1, **values})
+    return curve
 
 
 def _cpu_seconds() -> float:
@@ -186,6 +212,7 @@ def run(task: str, max_time: str, max_epochs: Optional[int], extra: List[str], w
         "torch_threads": torch.get_num_threads(),
         "untrained": untrained,
         "trained": validation_metrics(cli),
+        "curve": validation_curve(cli),
         "best_checkpoint": best_path,
         "best_checkpoint_decoding": list(decode),
         "best": {},
@@ -290,11 +317,11 @@ def main() -> None:
             workdir = Path(args.workdir or tmp) / task
             if args.data_dir:
                 real = REAL_DATA[task]
-                task_args = (args.max_time or real.max_time, args.max_epochs, [*real_data_args(task, Path(args.data_dir)), *extra],
-                             workdir, default_decoding(task, "real", extra), save)
-            else:  # a --preset of the s2s-tasks arguments decides the decoding too
-                preset = (option_values(extra, "--preset") or [None])[-1]
-                task_args = (args.max_time, args.max_epochs, extra, workdir, default_decoding(task, preset, extra), save)
+                run_args = [*real_data_args(task, Path(args.data_dir)), *extra]
+                task_args = (args.max_time or real.max_time, args.max_epochs, run_args, workdir,
+                             default_decoding(["--task", task, *run_args]), save)
+            else:
+                task_args = (args.max_time, args.max_epochs, extra, workdir, default_decoding(["--task", task, *extra]), save)
             result = run_ensemble(task, seeds, *task_args) if seeds else run(task, *task_args)
             results.append(result)
     rows = []

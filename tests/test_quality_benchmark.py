@@ -42,7 +42,7 @@ def test_seeds_make_an_ensemble_only_where_models_average(task, tmp_path, monkey
 @pytest.mark.parametrize("preset", [None, "real"])
 def test_the_best_checkpoint_is_validated_with_the_test_decoding(preset, capsys):
     preset_args = ["--preset", preset] if preset else []
-    flags = quality.default_decoding("dialogue", preset)
+    flags = quality.default_decoding(["--task", "dialogue", *preset_args])
     assert len(flags) == 2 * len(GenerationConfig.__dataclass_fields__)  # every field, so nothing of val_generation is left
     config = _printed_config(capsys, ["validate", "--task", "dialogue", *preset_args, *flags])
     assert config["model"]["val_generation"] == config["model"]["generation"]
@@ -51,18 +51,35 @@ def test_the_best_checkpoint_is_validated_with_the_test_decoding(preset, capsys)
     assert config["model"]["val_generation"]["seed"] == (1 if preset else None)
 
 
-def test_generation_flags_of_the_run_change_the_default_decoding(capsys):
-    extra = ["--model.generation.beam_size", "2", "--model.generation.min_length=3"]
-    flags = quality.default_decoding("translation", "real", extra)
-    config = _printed_config(capsys, ["validate", "--task", "translation", "--preset", "real", *extra, *flags])
+def _generation_file(tmp_path):
+    path = tmp_path / "generation.yaml"
+    path.write_text("model:\n  generation:\n    strategy: beam\n    beam_size: 3\n    min_length: 2\n")
+    return path
+
+
+@pytest.mark.parametrize("source", ["keys", "whole", "config_file", "model_file"])
+def test_generation_settings_of_the_run_change_the_default_decoding(source, capsys, tmp_path):
+    """Wherever the run's arguments set model.generation: single keys, the whole mapping as one
+    flag, a --config file or a --model file."""
+    extra = {
+        "keys": ["--model.generation.beam_size", "3", "--model.generation.min_length=2"],
+        "whole": ["--model.generation", '{"strategy": "beam", "beam_size": 3, "min_length": 2}'],
+        "config_file": ["--config", str(_generation_file(tmp_path))],
+        "model_file": ["--model", str(tmp_path / "model.yaml")],
+    }[source]
+    (tmp_path / "model.yaml").write_text("generation:\n  strategy: beam\n  beam_size: 3\n  min_length: 2\n")
+    run = ["--task", "translation", "--preset", "real", *extra]
+    flags = quality.default_decoding(run)
+    config = _printed_config(capsys, ["validate", *run, *flags])
     assert config["model"]["val_generation"] == config["model"]["generation"]
-    assert config["model"]["val_generation"]["beam_size"] == 2 and config["model"]["val_generation"]["min_length"] == 3
+    assert config["model"]["val_generation"]["beam_size"] == 3 and config["model"]["val_generation"]["min_length"] == 2
 
 
 @pytest.mark.parametrize("task", ["qa", "ner", "classification", "relation_extraction"])
 def test_encoder_heads_have_no_decoding_unless_they_generate(task):
-    assert quality.default_decoding(task, "real") == ()
-    assert "--model.val_generation.strategy" in quality.default_decoding(task, "real", ["--model.head", "generate"])
+    assert quality.default_decoding(["--task", task, "--preset", "real"]) == ()
+    flags = quality.default_decoding(["--task", task, "--preset", "real", "--model.head", "generate"])
+    assert "--model.val_generation.strategy" in flags
 
 
 def test_a_preset_among_the_run_arguments_sets_the_default_decoding(tmp_path, monkeypatch):
@@ -72,7 +89,8 @@ def test_a_preset_among_the_run_arguments_sets_the_default_decoding(tmp_path, mo
     for preset_args in ([], ["--preset", "real"]):
         monkeypatch.setattr(sys, "argv", ["quality.py", "--task", "dialogue", "--json", str(tmp_path / "q.json"), "--", *preset_args])
         quality.main()
-    assert decodings == [quality.default_decoding("dialogue", None), quality.default_decoding("dialogue", "real")]
+    assert decodings == [quality.default_decoding(["--task", "dialogue"]),
+                         quality.default_decoding(["--task", "dialogue", "--preset", "real"])]
     assert decodings[0] != decodings[1]
 
 
@@ -85,3 +103,15 @@ def test_one_seed_is_one_run_with_that_seed(tmp_path, monkeypatch):
     quality.main()
     (args,) = calls
     assert args[2] == ["--trainer.max_steps", "1", "--seed_everything", "7"]
+
+
+def test_a_run_records_every_validation_of_its_fit(tmp_path, monkeypatch):
+    """The per-epoch curve goes into the JSON (it used to be copied from the logs by hand)."""
+    monkeypatch.setattr(quality, "validate_in_new_process", lambda args: {"val/accuracy": 50.0})
+    result = quality.run("classification", "", 2, ["--trainer.limit_train_batches", "2", "--trainer.enable_progress_bar",
+                                                    "false"], tmp_path)
+    curve = result["curve"]
+    assert [(point["epoch"], point["step"]) for point in curve] == [(0, 2), (1, 4)]
+    assert all(isinstance(point["val/accuracy"], float) and "val/loss" in point for point in curve)
+    # the last validation is the run's final metrics
+    assert curve[-1]["val/accuracy"] == pytest.approx(result["trained"]["val/accuracy"])
