@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import math
+import warnings
 from typing import Any, ClassVar, Dict, List, Optional, Tuple
 
 import pytorch_lightning as pl
@@ -22,6 +23,10 @@ from s2s_tasks.nn.peft import peft_parameters
 from s2s_tasks.optim import adamw, lr_multiplier
 
 log = logging.getLogger(__name__)
+
+# pytorch-lightning 2.6 builds torch's LeafSpec, which torch 2.13 deprecates: the message comes
+# once in every run and there is nothing for a user to do about it
+warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated")
 
 #: the checkpoint extras' record that the frozen weights were left out (``model.save_trainable_only``)
 TRAINABLE_ONLY_KEY = "trainable_only"
