@@ -50,6 +50,29 @@ def test_every_part_is_trained():
         assert parameter.grad is not None and parameter.grad.abs().sum() > 0, name
 
 
+def test_gradients_are_the_same_on_every_run_with_several_threads():
+    """Training must repeat from the seed: the gradients of a batch of QA's size, computed again
+    with two threads, are equal to the bit (indexing the features with ``features[inverse]`` gave
+    differing gradients here: its CPU backward adds rows in a thread-dependent order)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        torch.manual_seed(0)
+        cnn = SubwordCharacterCNN(dim=64, filters=16, char_dim=8, max_chars=8)
+        cnn.set_vocabulary(["<pad>"] + [f"w{i}" for i in range(1, 400)])
+        ids = torch.randint(0, 400, (32, 384))
+        upstream = torch.randn(32, 384, 64)
+        grads = []
+        for _ in range(4):
+            cnn.zero_grad()
+            cnn(ids).backward(upstream)
+            grads.append([p.grad.clone() for p in cnn.parameters()])
+    finally:
+        torch.set_num_threads(threads)
+    for other in grads[1:]:
+        assert all(torch.equal(a, b) for a, b in zip(grads[0], other))
+
+
 def test_bad_settings_and_a_missing_vocabulary_are_reported():
     with pytest.raises(ValueError, match="width must be odd"):
         SubwordCharacterCNN(dim=4, width=2)

@@ -97,7 +97,10 @@ class SubwordCharacterCNN(nn.Module):
         # at the padding positions never exceed it
         h = h.masked_fill((chars == 0)[:, None, :], 0.0)
         features = self.proj(h.amax(dim=2))  # (U, D)
-        return features[inverse]
+        # index_select, not features[inverse]: on the CPU the backward of advanced indexing adds
+        # rows in a thread-dependent order, so training was not repeatable from the seed; this
+        # backward (index_add_) is, and 4x faster at a QA batch's shape (35 x 384 tokens; ad hoc)
+        return features.index_select(0, inverse.reshape(-1)).view(*ids.shape, features.size(-1))
 
     def extra_repr(self) -> str:
         return f"max_chars={self.max_chars}"
